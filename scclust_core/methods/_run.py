@@ -1,0 +1,93 @@
+"""``run_method``: fit a registered method and write the results back into AnnData, the scanpy way."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+from ..config import MethodConfig
+from ._base import Callback, CallbackList, MethodResult
+from ._registry import get_method
+
+__all__ = ["run_method", "write_result"]
+
+
+def run_method(
+    adata: AnnData,
+    name: str,
+    config: MethodConfig | None = None,
+    *,
+    preset: str | None = None,
+    callback: Callback | None = None,
+    key_added: str | None = None,
+    label_key: str | None = None,
+    record: bool | str | Path = False,
+    **overrides: Any,
+) -> MethodResult:
+    """Fit method ``name`` on ``adata`` and write the results into it.
+
+    Parameters
+    ----------
+    config
+        A config of the method; default: ``preset`` (or the method's default preset) plus ``overrides``.
+    label_key
+        Reference annotation in ``obs``, used only for display metrics.
+    record
+        ``True`` (default root) or a directory: write a run record there (see :mod:`scclust_core.runs`).
+
+    Returns
+    -------
+    The :class:`MethodResult`; ``adata`` gains ``obs[key]`` (categorical labels; cells removed by QC are NaN),
+    ``obsm['X_' + key]`` (embedding; NaN rows for removed cells) and ``uns[key]`` (params, metrics, run id,
+    status), where ``key = key_added or name``.
+    """
+    method = get_method(name)
+    if config is None:
+        config = method.default_config(preset, **overrides)
+    elif overrides:
+        config = config.replace(**overrides)
+    recorder = None
+    if record:
+        from ..io import dataset_fingerprint
+        from ..runs import RunRecorder
+
+        root = None if record is True else record
+        recorder = RunRecorder(root, method=name, seed=config.seed, preset=preset, label_key=label_key,
+                               dataset=dataset_fingerprint(adata))
+    try:
+        result = method.fit(adata, config, callback=CallbackList([recorder, callback]), label_key=label_key)
+    except BaseException as exc:
+        if recorder is not None:
+            recorder.fail(exc)
+        raise
+    run_id = recorder.run_id if recorder else None
+    write_result(adata, result, key_added=key_added or name, run_id=run_id, preset=preset)
+    return result
+
+
+def write_result(adata: AnnData, result: MethodResult, *, key_added: str, run_id: str | None = None,
+                 preset: str | None = None, categories: list[str] | None = None) -> None:
+    """Write labels/embedding/params of ``result`` into ``adata`` (h5ad-writable types only)."""
+    import pandas as pd
+
+    if adata.n_obs != result.n_input_cells:
+        raise ValueError(f"The result is for {result.n_input_cells} cells but the data has {adata.n_obs}")
+    full = result.full_labels()
+    values = np.array([str(v) for v in full], dtype=object)
+    values[full < 0] = None  # cells removed by the method's QC
+    cats = categories or [str(v) for v in range(result.n_clusters)]
+    adata.obs[key_added] = pd.Categorical(values, categories=cats)
+    adata.obsm[f"X_{key_added}"] = result.full_embedding()
+    adata.uns[key_added] = {
+        "method": result.method,
+        "params": {k: ("" if v is None else (list(v) if isinstance(v, tuple) else v)) for k, v in result.config.items()},
+        "preset": preset or "",
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+        "status": result.status,
+        "run_id": run_id or "",
+        "device": result.device,
+        "seconds": float(result.seconds),
+        "label_key": result.label_key or "",
+    }

@@ -1,0 +1,94 @@
+"""Classic baselines: Leiden and K-means on the PCA of the standard scanpy recipe."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scanpy as sc
+from anndata import AnnData
+from sklearn.cluster import KMeans
+
+from ..config import MethodConfig, param
+from ..preprocess import recipe_classic
+from ._base import ClusteringMethod, FitContext, Prepared
+from ._registry import register_method
+
+__all__ = ["LeidenConfig", "KMeansConfig", "Leiden", "KMeansPCA"]
+
+
+@dataclass
+class _ClassicConfig(MethodConfig):
+    n_top_genes: int = param(2000, min=50, max=50000, help="Highly variable genes kept (scanpy 'seurat' flavour).")
+    n_pcs: int = param(50, min=2, max=200, help="Principal components to cluster on.")
+    scale_max: float = param(10.0, min=0.0, max=1000.0, advanced=True,
+                             help="Clip scaled values at ± this (0 = no clipping).")
+
+
+@dataclass
+class LeidenConfig(_ClassicConfig):
+    resolution: float = param(1.0, min=0.01, max=20.0, help="Leiden resolution: higher → more, smaller clusters.")
+    n_neighbors: int = param(15, min=2, max=500, help="Neighbours in the kNN graph on the PCs.")
+    n_iterations: int = param(2, min=-1, max=100, advanced=True, help="Leiden iterations (−1 = until stable).")
+    flavor: str = param("igraph", choices=("igraph", "leidenalg"), advanced=True,
+                        help="Leiden implementation: igraph (fast) or leidenalg.")
+
+    PRESETS = {"default": {}}
+    PRESET_NOTES = {"default": "scanpy defaults: 2,000 HVGs, 50 PCs, 15 neighbours, resolution 1."}
+
+
+@dataclass
+class KMeansConfig(_ClassicConfig):
+    n_init: int = param(10, min=1, max=100, help="K-means restarts (k-means++ init); the best inertia is kept.")
+    max_iter: int = param(300, min=10, max=10000, advanced=True, help="Maximum K-means iterations per restart.")
+
+    PRESETS = {"default": {}}
+    PRESET_NOTES = {"default": "2,000 HVGs, 50 PCs, k-means++ with 10 restarts."}
+
+
+class _Classic(ClusteringMethod):
+    deep = False
+    fidelity = "baseline"
+    needs_counts = False  # log-normalised input is accepted with a warning
+    recipe = "normalize_total, log1p, top HVGs (seurat), scale (clip 10), PCA"
+
+    def prepare(self, adata: AnnData, config: _ClassicConfig) -> Prepared:  # type: ignore[override]
+        ad = recipe_classic(adata, n_top_genes=config.n_top_genes, n_pcs=config.n_pcs,
+                            max_value=config.scale_max or None, seed=config.seed)
+        return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
+
+
+@register_method("leiden")
+class Leiden(_Classic):
+    """Leiden community detection on a kNN graph of the PCs (scanpy); K follows from the resolution."""
+
+    Config = LeidenConfig
+    citation = "Traag, Waltman & van Eck, Sci. Rep. 2019; Wolf et al., scanpy, Genome Biol. 2018"
+    can_estimate_k = True
+
+    def train(self, data: Prepared, config: LeidenConfig, ctx: FitContext):  # type: ignore[override]
+        ad = data.adata
+        sc.pp.neighbors(ad, n_neighbors=min(config.n_neighbors, ad.n_obs - 1), use_rep="X_pca",
+                        random_state=config.seed)
+        kw = {"directed": False} if config.flavor == "igraph" else {}
+        sc.tl.leiden(ad, resolution=config.resolution, flavor=config.flavor, n_iterations=config.n_iterations,
+                     random_state=config.seed, key_added="leiden", **kw)
+        labels = ad.obs["leiden"].astype(int).to_numpy()
+        extras = {}
+        if config.n_clusters is not None:
+            extras["note"] = "Leiden does not take K: n_clusters was ignored; tune the resolution instead."
+        return ad.obsm["X_pca"], labels, extras
+
+
+@register_method("kmeans")
+class KMeansPCA(_Classic):
+    """K-means (k-means++, explicit restarts) on the PCs of the standard scanpy recipe."""
+
+    Config = KMeansConfig
+    citation = "Lloyd 1982; Arthur & Vassilvitskii 2007 (k-means++); scikit-learn"
+
+    def train(self, data: Prepared, config: KMeansConfig, ctx: FitContext):  # type: ignore[override]
+        z = data.adata.obsm["X_pca"]
+        km = KMeans(n_clusters=config.n_clusters, n_init=config.n_init, max_iter=config.max_iter,
+                    random_state=config.seed)
+        labels = km.fit_predict(z)
+        return z, labels, {"inertia": float(km.inertia_)}

@@ -1,0 +1,280 @@
+"""Preprocessing recipes (METHODS.md §0.2) and QC.
+
+Every recipe starts from raw counts (``layers['counts']``, or ``X`` when it holds integers), works on a copy
+and returns a new AnnData whose ``X`` is the model input (dense float32, cells × selected genes) with
+``layers['counts']`` = raw counts of the same genes, ``obs['size_factors']`` and ``obs['cell_index']`` (the
+row of the cell in the input, so results can be written back when QC drops cells).
+
+- **R1** (DCA / scDeepCluster; scSAMAC): filter zero genes/cells, size factors = library / median, log1p,
+  z-score genes (ddof 1, zero-variance genes get std 1, no clipping).
+- **R2** (scziDesk / contrastive-sc / CICL): R1 plus top-N HVGs (scanpy ``seurat`` flavour) before scaling.
+- **R3** (scGPCL): keep the top ``hvg_frac`` genes by variance of raw counts, then R1 on them.
+- **R4** (scAMAC): genes with total count ≥ 5 % of cells, normalise to median, log1p, 3,000 HVGs, no scaling.
+- **classic**: normalize_total, log1p, top-N HVGs (seurat), scale clipped at 10, PCA (the Leiden/KMeans baselines).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+import scanpy as sc
+import scipy.sparse as sp
+from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "get_counts", "counts_adata", "is_integer_matrix", "recipe_r1", "recipe_r2", "recipe_r3", "recipe_r4",
+    "recipe_classic", "RECIPES", "qc_metrics", "filter_cells_genes", "select_hvg_by_silhouette",
+]
+
+
+def is_integer_matrix(m, *, max_values: int = 2_000_000) -> bool:
+    """Non-negative and integer-valued (checked on up to ``max_values`` stored values, for speed)."""
+    data = m.data if sp.issparse(m) else np.asarray(m).ravel()
+    if data.size == 0:
+        return True
+    if data.size > max_values:
+        data = data[np.linspace(0, data.size - 1, max_values).astype(np.int64)]
+    if not np.isfinite(data).all() or (data < 0).any():
+        return False
+    return bool(np.all(np.abs(data - np.rint(data)) < 1e-6))
+
+
+def get_counts(adata: AnnData):
+    """Raw integer counts of ``adata``: ``layers['counts']``, else ``X``, else ``raw.X`` (same genes).
+
+    Raises ``ValueError`` saying what to do when none holds non-negative integers.
+    """
+    if "counts" in adata.layers and is_integer_matrix(adata.layers["counts"]):
+        return adata.layers["counts"]
+    if is_integer_matrix(adata.X):
+        return adata.X
+    if adata.raw is not None and adata.raw.shape == adata.shape and is_integer_matrix(adata.raw.X):
+        return adata.raw.X
+    raise ValueError(
+        "This method needs raw integer counts (UMI or read counts), but X holds non-integer or negative values "
+        "(it looks normalised or log-transformed) and no layers['counts'] with counts was found. "
+        "Upload the raw count matrix (for example the 10x filtered_feature_bc_matrix), or put the counts in "
+        "layers['counts']."
+    )
+
+
+def counts_adata(adata: AnnData, *, ceil: bool = False) -> AnnData:
+    """A fresh AnnData with X = raw counts (CSR float32), obs/var copied and ``obs['cell_index']`` set."""
+    x = get_counts(adata)
+    x = sp.csr_matrix(x, dtype=np.float32) if not sp.issparse(x) else x.tocsr().astype(np.float32)
+    if ceil:
+        x.data = np.ceil(x.data)
+    out = AnnData(x, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+    out.obs["cell_index"] = np.arange(adata.n_obs, dtype=np.int64)
+    return out
+
+
+def _filter_zero(ad: AnnData, *, min_gene_counts: int = 1) -> AnnData:
+    """Drop genes with total count < ``min_gene_counts`` and cells with no counts (R1 step 1)."""
+    gene_tot = np.asarray(ad.X.sum(axis=0)).ravel()
+    ad = ad[:, gene_tot >= max(1, min_gene_counts)].copy()
+    cell_tot = np.asarray(ad.X.sum(axis=1)).ravel()
+    ad = ad[cell_tot >= 1].copy()
+    if ad.n_obs == 0 or ad.n_vars == 0:
+        raise ValueError(f"No cells or genes left after removing empty ones ({ad.n_obs} cells × {ad.n_vars} genes): "
+                         "check that the file holds counts with cells as rows (or transpose it)")
+    return ad
+
+
+def _size_factors(x) -> np.ndarray:
+    lib = np.asarray(x.sum(axis=1)).ravel().astype(np.float64)
+    return lib / np.median(lib)
+
+
+def _normalize_log(ad: AnnData) -> None:
+    """Divide each cell by its size factor (= scale to the median library size), then natural log1p."""
+    sf = _size_factors(ad.X)
+    ad.obs["size_factors"] = sf.astype(np.float32)
+    x = ad.X.multiply(1.0 / sf[:, None]).tocsr() if sp.issparse(ad.X) else ad.X / sf[:, None]
+    ad.X = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
+    sc.pp.log1p(ad)
+
+
+def _scale_genes(x, *, clip: float | None = None) -> np.ndarray:
+    """Gene-wise z-score, ddof=1 like scanpy's ``scale``; zero-variance genes get std 1."""
+    x = np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    std = x.std(axis=0, ddof=1) if x.shape[0] > 1 else np.ones(x.shape[1])
+    std[std == 0] = 1.0
+    z = (x - mean) / std
+    if clip is not None:
+        np.clip(z, -clip, clip, out=z)
+    return z.astype(np.float32)
+
+
+def _hvg(ad: AnnData, n_top_genes: int) -> AnnData:
+    """Top-N genes by normalised dispersion (scanpy ``seurat`` flavour, on log-normalised data)."""
+    if n_top_genes >= ad.n_vars:
+        return ad
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(ad, flavor="seurat", n_top_genes=int(n_top_genes))
+    return ad[:, ad.var["highly_variable"].to_numpy()].copy()
+
+
+def _finish(ad: AnnData, counts, x) -> AnnData:
+    out = AnnData(np.asarray(x, dtype=np.float32), obs=ad.obs.copy(), var=ad.var[[]].copy())
+    out.layers["counts"] = sp.csr_matrix(counts, dtype=np.float32)
+    return out
+
+
+def recipe_r1(adata: AnnData, *, scale: bool = True, n_top_genes: int | None = None, ceil: bool = False) -> AnnData:
+    """R1 (and R2 when ``n_top_genes`` is given). Size factors come from all genes, before HVG selection."""
+    ad = _filter_zero(counts_adata(adata, ceil=ceil))
+    counts = ad.X.copy()
+    _normalize_log(ad)
+    ad.layers["counts"] = counts
+    if n_top_genes is not None:
+        ad = _hvg(ad, n_top_genes)
+    x = _scale_genes(ad.X) if scale else (ad.X.toarray() if sp.issparse(ad.X) else ad.X)
+    return _finish(ad, ad.layers["counts"], x)
+
+
+def recipe_r2(adata: AnnData, *, n_top_genes: int = 500, ceil: bool = False) -> AnnData:
+    """R2: R1 with the top ``n_top_genes`` HVGs selected on the log-normalised data before scaling."""
+    return recipe_r1(adata, n_top_genes=n_top_genes, ceil=ceil)
+
+
+def recipe_r3(adata: AnnData, *, hvg_frac: float = 0.2) -> AnnData:
+    """R3 (scGPCL): top ``floor(hvg_frac·G)`` genes by raw-count variance, then R1 steps 3–5 on them.
+
+    Cells left with no counts on the kept genes are dropped too (their size factor would be 0).
+    """
+    if not 0 < hvg_frac <= 1:
+        raise ValueError(f"hvg_frac must be in (0, 1], got {hvg_frac}")
+    ad = _filter_zero(counts_adata(adata))
+    n_keep = max(1, int(np.floor(hvg_frac * ad.n_vars)))
+    x = ad.X
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    var = np.asarray(x.multiply(x).mean(axis=0)).ravel() - mean**2
+    var *= ad.n_obs / max(ad.n_obs - 1, 1)
+    keep = np.sort(np.argsort(var, kind="stable")[::-1][:n_keep])
+    ad = _filter_zero(ad[:, keep].copy())
+    counts = ad.X.copy()
+    _normalize_log(ad)
+    return _finish(ad, counts, _scale_genes(ad.X))
+
+
+def recipe_r4(adata: AnnData, *, n_top_genes: int = 3000, min_gene_frac: float = 0.05) -> AnnData:
+    """R4 (scAMAC): genes with total count ≥ ``min_gene_frac``·N, median normalisation, log1p, HVGs, no scaling."""
+    ad = counts_adata(adata)
+    ad = _filter_zero(ad, min_gene_counts=int(min_gene_frac * ad.n_obs))
+    counts = ad.X.copy()
+    _normalize_log(ad)
+    ad.layers["counts"] = counts
+    ad = _hvg(ad, n_top_genes)
+    x = ad.X.toarray() if sp.issparse(ad.X) else ad.X
+    return _finish(ad, ad.layers["counts"], x)
+
+
+def recipe_classic(adata: AnnData, *, n_top_genes: int = 2000, n_pcs: int = 50, max_value: float | None = 10.0,
+                   seed: int = 0) -> AnnData:
+    """Classic scanpy recipe for the Leiden/KMeans baselines; PCA in ``obsm['X_pca']``.
+
+    normalize_total (median target), log1p, ``n_top_genes`` HVGs (seurat flavour), scale clipped at
+    ``max_value``, PCA with ``n_pcs`` components (capped by the data size). If ``X`` holds no counts but looks
+    log-normalised, normalisation is skipped with a warning (logged and recorded in ``uns``) instead of failing.
+    """
+    try:
+        ad = _filter_zero(counts_adata(adata))
+        counts = ad.X.copy()
+        ad.obs["size_factors"] = _size_factors(ad.X).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.pp.normalize_total(ad)
+        sc.pp.log1p(ad)
+        ad.layers["counts"] = counts
+        ad.uns["input_was_counts"] = True
+    except ValueError:
+        x = adata.X
+        data = x.data if sp.issparse(x) else np.asarray(x)
+        if not np.isfinite(data).all():
+            raise ValueError("X contains NaN or infinite values; fix the input file") from None
+        msg = ("X does not hold raw counts: treating it as already normalised and log-transformed "
+               "(normalisation and log1p skipped)")
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        ad = AnnData(sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32),
+                     obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+        ad.obs["cell_index"] = np.arange(adata.n_obs, dtype=np.int64)
+        ad.uns["input_was_counts"] = False
+    ad = _hvg(ad, n_top_genes)
+    x = _scale_genes(ad.X, clip=max_value)
+    out = AnnData(x, obs=ad.obs.copy(), var=ad.var[[]].copy(), uns={"input_was_counts": ad.uns["input_was_counts"]})
+    if "counts" in ad.layers:
+        out.layers["counts"] = sp.csr_matrix(ad.layers["counts"], dtype=np.float32)
+    n_comps = int(min(n_pcs, out.n_obs - 1, out.n_vars - 1))
+    if n_comps < 1:
+        raise ValueError(f"Too few cells or genes for PCA ({out.n_obs} × {out.n_vars})")
+    sc.pp.pca(out, n_comps=n_comps, random_state=seed, svd_solver="arpack" if n_comps < min(out.shape) - 1 else "full")
+    return out
+
+
+RECIPES = {"R1": recipe_r1, "R2": recipe_r2, "R3": recipe_r3, "R4": recipe_r4, "classic": recipe_classic}
+
+
+def select_hvg_by_silhouette(adata: AnnData, embed_and_cluster, *, candidates=(500, 1000, 1500, 3000, 5000, None),
+                             ceil: bool = False) -> tuple[int | None, dict]:
+    """Pick the number of HVGs by the silhouette of the clustering it gives (label-free; contrastive-sc §3.1).
+
+    ``embed_and_cluster(prepared) -> (embedding, labels)``. ``None`` in ``candidates`` means all genes.
+    Returns the best candidate and ``{candidate: silhouette}``.
+    """
+    from .metrics import silhouette
+
+    scores: dict = {}
+    n_genes = adata.n_vars
+    tried = set()
+    for c in candidates:
+        eff = n_genes if c is None else min(c, n_genes)
+        if eff in tried:
+            continue
+        tried.add(eff)
+        prepared = recipe_r2(adata, n_top_genes=eff, ceil=ceil)
+        emb, labels = embed_and_cluster(prepared)
+        scores[c] = silhouette(emb, labels)
+    best = max(scores, key=lambda k: (-np.inf if np.isnan(scores[k]) else scores[k]))
+    return best, scores
+
+
+def qc_metrics(adata: AnnData) -> "object":
+    """Per-cell QC table: total counts, detected genes, mitochondrial percentage (genes named ``MT-``/``mt-``)."""
+    import pandas as pd
+
+    x = get_counts(adata)
+    total = np.asarray(x.sum(axis=1)).ravel()
+    genes = np.asarray((x > 0).sum(axis=1)).ravel()
+    mito = adata.var_names.str.upper().str.startswith("MT-")
+    df = pd.DataFrame({"total_counts": total, "n_genes": genes}, index=adata.obs_names)
+    if mito.any():
+        mt = np.asarray(x[:, np.flatnonzero(mito)].sum(axis=1)).ravel()
+        df["pct_mito"] = np.where(total > 0, 100.0 * mt / np.maximum(total, 1), 0.0)
+    return df
+
+
+def filter_cells_genes(adata: AnnData, *, min_genes: int = 0, max_genes: int | None = None, min_counts: int = 0,
+                       max_pct_mito: float | None = None, min_cells: int = 0) -> AnnData:
+    """QC filtering of cells (genes detected, counts, mito %) and genes (cells expressing); returns a copy."""
+    qc = qc_metrics(adata)
+    keep = (qc["n_genes"] >= min_genes) & (qc["total_counts"] >= min_counts)
+    if max_genes is not None:
+        keep &= qc["n_genes"] <= max_genes
+    if max_pct_mito is not None and "pct_mito" in qc:
+        keep &= qc["pct_mito"] <= max_pct_mito
+    out = adata[keep.to_numpy()].copy()
+    if min_cells > 0:
+        x = get_counts(out)
+        expressed = np.asarray((x > 0).sum(axis=0)).ravel()
+        out = out[:, expressed >= min_cells].copy()
+    if out.n_obs == 0 or out.n_vars == 0:
+        raise ValueError(f"No cells or genes left after filtering ({out.n_obs} cells × {out.n_vars} genes): "
+                         "loosen the QC thresholds")
+    return out

@@ -1,0 +1,298 @@
+"""Run records: everything needed to trust, reload and repeat a clustering run.
+
+A run directory ``<root>/<YYYYmmdd-HHMMSS>_<method>_s<seed>_<id>/`` holds
+
+- ``run.json``: run id, method, preset, config, seed, package versions, dataset fingerprint, device,
+  start/end time, status (``running`` → ``completed`` | ``cancelled`` | ``failed``; a run whose process died
+  is reported as ``interrupted``), final metrics, error message;
+- ``history.csv``: one row per epoch (named losses, display metrics, seconds), appended live;
+- ``labels.csv``, ``embedding.npy``, ``snapshots.npz`` when the run ends.
+
+Files are plain CSV/JSON/NPY (never pickles), so a run directory can be shared and inspected.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import platform
+import random
+import secrets
+import socket
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .methods._base import Callback, EpochLog, MethodResult, Snapshot
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["seed_everything", "env_versions", "default_root", "RunRecorder", "RunRecord", "load_run",
+           "list_runs", "load_result", "save_result", "new_run_id"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) and ask cuDNN for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+        if torch.cuda.is_available():
+            torch.cuda.manual_seed_all(seed)
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def env_versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("scclust", "torch", "numpy", "scipy", "scanpy", "anndata", "scikit-learn", "umap-learn",
+                "leidenalg", "igraph", "streamlit"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    from . import __version__
+
+    out["scclust_core"] = __version__
+    return out
+
+
+def default_root() -> Path:
+    """``$SCCLUST_RUNS_DIR`` if set, else ``./scclust_runs``."""
+    return Path(os.environ.get("SCCLUST_RUNS_DIR", "scclust_runs"))
+
+
+def new_run_id(method: str, seed: int) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}_{method}_s{seed}_{secrets.token_hex(3)}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return None if np.isnan(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def _clean_nan(obj: Any) -> Any:
+    if isinstance(obj, float) and (np.isnan(obj) or np.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_nan(v) for v in obj]
+    return obj
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_clean_nan(data), indent=2, default=_json_default))
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+class RunRecorder(Callback):
+    """Callback that writes the run directory live (run.json at start, history.csv per epoch, results at end)."""
+
+    def __init__(self, root: str | Path | None = None, *, method: str, seed: int, preset: str | None = None,
+                 dataset: dict | None = None, label_key: str | None = None, run_id: str | None = None,
+                 extra: dict | None = None):
+        self.run_id = run_id or new_run_id(method, seed)
+        self.dir = Path(root or default_root()) / self.run_id
+        self.dir.mkdir(parents=True, exist_ok=False)
+        self.meta: dict[str, Any] = {
+            "run_id": self.run_id, "method": method, "preset": preset, "seed": seed, "status": "running",
+            "dataset": dataset or {}, "label_key": label_key, "versions": env_versions(), "started_at": _now(),
+            "finished_at": None, "pid": os.getpid(), "host": socket.gethostname(), "config": None,
+            "device": None, "metrics": {}, "n_epochs_done": 0, "error": None, **(extra or {}),
+        }
+        _write_json(self.dir / "run.json", self.meta)
+        self._history_fields: list[str] | None = None
+
+    def on_train_begin(self, info: dict[str, Any]) -> None:
+        self.meta.update(config=info.get("config"), device=info.get("device"),
+                         n_cells=info.get("n_cells"), n_genes_used=info.get("n_genes"))
+        _write_json(self.dir / "run.json", self.meta)
+
+    def on_epoch_end(self, log: EpochLog, snapshot: Snapshot | None) -> None:
+        row = log.to_row()
+        path = self.dir / "history.csv"
+        if self._history_fields is None or not set(row) <= set(self._history_fields):
+            # new columns (e.g. a new phase with other losses): rewrite with the union of columns
+            rows = _read_csv(path) if path.exists() else []
+            self._history_fields = list(dict.fromkeys([*(self._history_fields or []), *row]))
+            with path.open("w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=self._history_fields)
+                w.writeheader()
+                w.writerows(rows)
+        with path.open("a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=self._history_fields).writerow(row)
+        self.meta["n_epochs_done"] = log.epoch
+        self.meta["heartbeat"] = _now()
+        _write_json(self.dir / "run.json", self.meta)
+
+    def on_train_end(self, result: MethodResult) -> None:
+        save_result(result, self.dir)
+        self.meta.update(status=result.status, finished_at=_now(), metrics=result.metrics,
+                         seconds=result.seconds, n_clusters=result.n_clusters)
+        _write_json(self.dir / "run.json", self.meta)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record a failure (the caller re-raises)."""
+        self.meta.update(status="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}",
+                         traceback="".join(traceback.format_exception(exc)))
+        _write_json(self.dir / "run.json", self.meta)
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def save_result(result: MethodResult, directory: str | Path) -> Path:
+    """Write labels.csv, embedding.npy, snapshots.npz and result.json of ``result`` into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    np.save(d / "embedding.npy", result.embedding)
+    with (d / "labels.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["cell_index", "label"])
+        w.writerows(zip(result.cell_index.tolist(), result.labels.tolist()))
+    if result.snapshots:
+        np.savez_compressed(
+            d / "snapshots.npz",
+            epochs=np.array([s.epoch for s in result.snapshots], dtype=np.int64),
+            phases=np.array([s.phase for s in result.snapshots], dtype="U32"),
+            xy=np.stack([s.xy for s in result.snapshots]).astype(np.float32),
+            labels=np.stack([s.labels for s in result.snapshots]).astype(np.int64),
+            index=result.snapshot_index.astype(np.int64),
+        )
+    pd_hist = result.history_frame()
+    if len(pd_hist):
+        pd_hist.to_csv(d / "history.csv", index=False)
+    _write_json(d / "result.json", {
+        "method": result.method, "config": result.config, "metrics": result.metrics, "status": result.status,
+        "device": result.device, "seconds": result.seconds, "started_at": result.started_at,
+        "finished_at": result.finished_at, "n_input_cells": result.n_input_cells, "label_key": result.label_key,
+        "extras": {k: v for k, v in result.extras.items() if isinstance(v, (str, int, float, bool, list, dict))},
+    })
+    return d
+
+
+@dataclass
+class RunRecord:
+    """What ``run.json`` says, with the status corrected for runs whose process is gone."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return self.meta["run_id"]
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "unknown")
+
+    @property
+    def method(self) -> str:
+        return self.meta.get("method", "?")
+
+    @property
+    def has_result(self) -> bool:
+        return (self.path / "labels.csv").exists() and (self.path / "embedding.npy").exists()
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_run(path: str | Path, *, live_pids: set[int] | None = None) -> RunRecord:
+    """Read ``run.json``; a ``running`` run whose process is gone becomes ``interrupted``.
+
+    ``live_pids``: pids known to still run this run (default: the recorded pid is checked with ``kill 0``;
+    a run recorded by this same process but not in the caller's live jobs should be passed explicitly).
+    """
+    path = Path(path)
+    meta = json.loads((path / "run.json").read_text())
+    if meta.get("status") == "running":
+        pid = meta.get("pid")
+        alive = (pid in live_pids) if live_pids is not None else (_pid_alive(pid) and meta.get("host") == socket.gethostname())
+        if not alive:
+            meta["status"] = "interrupted"
+    return RunRecord(path, meta)
+
+
+def list_runs(root: str | Path | None = None, **kw) -> list[RunRecord]:
+    """All run records under ``root``, newest first; unreadable directories are skipped with a log line."""
+    root = Path(root or default_root())
+    out = []
+    if not root.exists():
+        return out
+    for d in sorted(root.iterdir(), reverse=True):
+        if (d / "run.json").exists():
+            try:
+                out.append(load_run(d, **kw))
+            except (OSError, ValueError) as exc:
+                logger.warning("Skipping unreadable run %s: %s", d, exc)
+    return out
+
+
+def load_result(path: str | Path) -> MethodResult:
+    """Rebuild a :class:`MethodResult` from a finished run directory (plain files, no pickle)."""
+    import pandas as pd
+
+    path = Path(path)
+    info = json.loads((path / "result.json").read_text())
+    labels_df = pd.read_csv(path / "labels.csv")
+    embedding = np.load(path / "embedding.npy", allow_pickle=False)
+    history: list[EpochLog] = []
+    if (path / "history.csv").exists():
+        hist = pd.read_csv(path / "history.csv")
+        for _, r in hist.iterrows():
+            losses = {c[5:]: float(r[c]) for c in hist.columns if c.startswith("loss_") and pd.notna(r[c])}
+            mets = {c[7:]: float(r[c]) for c in hist.columns if c.startswith("metric_") and pd.notna(r[c])}
+            history.append(EpochLog(int(r["epoch"]), str(r["phase"]), losses, mets, float(r["seconds"]),
+                                    float(r["elapsed"]), int(r["total_epochs"])))
+    snapshots: list[Snapshot] = []
+    snap_index = np.zeros(0, dtype=np.int64)
+    if (path / "snapshots.npz").exists():
+        with np.load(path / "snapshots.npz", allow_pickle=False) as z:
+            snap_index = z["index"]
+            snapshots = [Snapshot(int(e), str(p), xy, lab) for e, p, xy, lab in zip(z["epochs"], z["phases"], z["xy"], z["labels"])]
+    return MethodResult(
+        method=info["method"], embedding=embedding, labels=labels_df["label"].to_numpy(np.int64),
+        cell_index=labels_df["cell_index"].to_numpy(np.int64), n_input_cells=int(info["n_input_cells"]),
+        history=history, snapshots=snapshots, snapshot_index=snap_index, config=info["config"],
+        metrics={k: (float("nan") if v is None else v) for k, v in info["metrics"].items()}, status=info["status"],
+        device=info["device"], seconds=float(info["seconds"]), started_at=info["started_at"],
+        finished_at=info["finished_at"], label_key=info.get("label_key"), extras=info.get("extras", {}),
+    )
