@@ -71,7 +71,7 @@ def _kind_of(tp: Any) -> tuple[str, bool]:
         return "float", optional
     if tp is str:
         return "str", optional
-    if origin in (list, tuple):
+    if origin in (list, tuple) or tp in (list, tuple):
         return "int_list", optional
     return "str", optional
 

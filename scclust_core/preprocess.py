@@ -198,12 +198,19 @@ def recipe_classic(adata: AnnData, *, n_top_genes: int = 2000, n_pcs: int = 50, 
         data = x.data if sp.issparse(x) else np.asarray(x)
         if not np.isfinite(data).all():
             raise ValueError("X contains NaN or infinite values; fix the input file") from None
-        msg = ("X does not hold raw counts: treating it as already normalised and log-transformed "
-               "(normalisation and log1p skipped)")
+        if data.size and data.min() < 0:
+            raise ValueError("X holds negative values (it looks scaled): upload counts or log-normalised "
+                             "values, not z-scores") from None
+        logged = data.size == 0 or data.max() <= 30  # log1p of normalised counts stays well below 30
+        msg = ("X does not hold raw counts: treating it as already normalised"
+               + (" and log-transformed (normalisation and log1p skipped)" if logged
+                  else " but not log-transformed (values up to %.0f): applying log1p only" % data.max()))
         logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
         ad = AnnData(sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32),
                      obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+        if not logged:
+            sc.pp.log1p(ad)
         ad.obs["cell_index"] = np.arange(adata.n_obs, dtype=np.int64)
         ad.uns["input_was_counts"] = False
     ad = _hvg(ad, n_top_genes)

@@ -1,0 +1,415 @@
+"""Plotly figure builders for the app and notebooks (no Streamlit here).
+
+Every function takes plain arrays/DataFrames and returns a :class:`plotly.graph_objects.Figure`.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.colors as pc
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "palette", "qc_histograms", "loss_curves", "metric_curves", "snapshot_grid", "snapshot_player",
+    "embedding_scatter", "cluster_sizes", "composition_bar", "dotplot", "heatmap", "violin", "sankey",
+    "contingency_heatmap", "pick_snapshots",
+]
+
+_PALETTE = pc.qualitative.Plotly + pc.qualitative.D3 + pc.qualitative.Dark24 + pc.qualitative.Light24
+_MISSING = "#cccccc"
+_LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40))
+
+
+def palette(categories: Sequence) -> dict[str, str]:
+    """A stable colour per category (cycled when there are more categories than colours)."""
+    return {str(c): _PALETTE[i % len(_PALETTE)] for i, c in enumerate(categories)}
+
+
+def _categories(values: pd.Series) -> list[str]:
+    s = pd.Series(values)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return [str(c) for c in s.cat.categories if (s == c).any()]
+    uniq = [str(v) for v in pd.unique(s.dropna())]
+    try:
+        return sorted(uniq, key=lambda v: (0, float(v), "") if _isnum(v) else (1, 0.0, v))
+    except ValueError:  # pragma: no cover
+        return sorted(uniq)
+
+
+def _isnum(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- data / QC
+def qc_histograms(qc: pd.DataFrame, *, thresholds: dict[str, tuple[float | None, float | None]] | None = None
+                  ) -> go.Figure:
+    """Histograms of counts per cell, genes per cell and (when present) % mitochondrial counts.
+
+    ``thresholds``: ``{column: (low, high)}`` drawn as dashed lines (the current filter settings).
+    """
+    cols = [c for c in ("total_counts", "n_genes", "pct_mito") if c in qc]
+    titles = {"total_counts": "Counts per cell", "n_genes": "Genes detected per cell", "pct_mito": "% mitochondrial counts"}
+    fig = make_subplots(rows=1, cols=len(cols), subplot_titles=[titles[c] for c in cols])
+    for i, c in enumerate(cols, start=1):
+        fig.add_trace(go.Histogram(x=qc[c], nbinsx=60, marker_color=_PALETTE[i - 1], showlegend=False, name=titles[c]),
+                      row=1, col=i)
+        for v in (thresholds or {}).get(c, (None, None)):
+            if v is not None:
+                fig.add_vline(x=v, line_dash="dash", line_color="crimson", row=1, col=i)
+        fig.update_yaxes(title_text="cells" if i == 1 else None, row=1, col=i)
+    fig.update_layout(height=300, **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------- training curves
+def _history_frame(history: Iterable) -> pd.DataFrame:
+    rows = []
+    for h in history:
+        r = h.to_row() if hasattr(h, "to_row") else dict(h)
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def loss_curves(history: Iterable, *, title: str = "Loss per component") -> go.Figure:
+    """One line per (phase, loss component) against the epoch; phases are shaded."""
+    df = _history_frame(history)
+    fig = go.Figure()
+    if df.empty:
+        fig.update_layout(title=title, height=320, **_LAYOUT)
+        fig.add_annotation(text="No epochs yet (this method does not train for epochs)" if df.empty else "",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+        return fig
+    loss_cols = [c for c in df.columns if c.startswith("loss_")]
+    i = 0
+    for phase, sub in df.groupby("phase", sort=False):
+        for c in loss_cols:
+            if sub[c].notna().any():
+                fig.add_trace(go.Scatter(x=sub["epoch"], y=sub[c], mode="lines+markers", marker_size=4,
+                                         name=f"{c[5:]} ({phase})" if df["phase"].nunique() > 1 else c[5:],
+                                         line_color=_PALETTE[i % len(_PALETTE)]))
+                i += 1
+    _shade_phases(fig, df)
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="loss", height=340, legend_title_text="component",
+                      **_LAYOUT)
+    return fig
+
+
+def _shade_phases(fig: go.Figure, df: pd.DataFrame) -> None:
+    phases = list(df.groupby("phase", sort=False))
+    if len(phases) < 2:
+        return
+    for j, (phase, sub) in enumerate(phases):
+        fig.add_vrect(x0=sub["epoch"].min() - 0.5, x1=sub["epoch"].max() + 0.5, fillcolor=_PALETTE[j], opacity=0.06,
+                      line_width=0, annotation_text=str(phase), annotation_position="top left")
+
+
+def metric_curves(history: Iterable, *, title: str = "Agreement per epoch") -> go.Figure:
+    """ARI/NMI against the reference annotation (or silhouette without one) per epoch."""
+    df = _history_frame(history)
+    fig = go.Figure()
+    mcols = [c for c in df.columns if c.startswith("metric_")] if not df.empty else []
+    names = {"metric_ari": "ARI", "metric_nmi": "NMI", "metric_silhouette": "silhouette", "metric_ca": "accuracy"}
+    for i, c in enumerate(mcols):
+        if df[c].notna().any():
+            fig.add_trace(go.Scatter(x=df["epoch"], y=df[c], mode="lines+markers", marker_size=4,
+                                     name=names.get(c, c[7:]), line_color=_PALETTE[(i + 3) % len(_PALETTE)]))
+    if not df.empty:
+        _shade_phases(fig, df)
+    fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="score", height=340, **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------- snapshots (CICL Fig. 3 style)
+def pick_snapshots(snapshots: Sequence, max_cols: int = 6) -> list:
+    """At most ``max_cols`` snapshots evenly spread from the first to the last (both kept)."""
+    n = len(snapshots)
+    if n <= max_cols:
+        return list(snapshots)
+    idx = np.unique(np.linspace(0, n - 1, max_cols).round().astype(int))
+    return [snapshots[i] for i in idx]
+
+
+def _scatter_traces(xy: np.ndarray, labels: Sequence, colors: dict[str, str], *, size: float = 4,
+                    showlegend: bool = False, legendgroup_prefix: str = "", hover: Sequence | None = None) -> list:
+    s = pd.Series(labels).astype(object).where(pd.notna(pd.Series(labels)), "n/a").astype(str)
+    traces = []
+    order = list(colors) + [c for c in pd.unique(s) if c not in colors]
+    for cat in order:
+        m = (s == cat).to_numpy()
+        if not m.any():
+            continue
+        traces.append(go.Scattergl(
+            x=xy[m, 0], y=xy[m, 1], mode="markers", name=str(cat), legendgroup=f"{legendgroup_prefix}{cat}",
+            showlegend=showlegend, marker=dict(size=size, color=colors.get(cat, _MISSING), line_width=0),
+            hovertext=None if hover is None else np.asarray(hover)[m], hoverinfo="text+name" if hover is not None else "name",
+        ))
+    return traces
+
+
+def snapshot_grid(snapshots: Sequence, reference: Sequence | None = None, *, max_cols: int = 6,
+                  reference_name: str = "reference") -> go.Figure:
+    """Grid of embedding snapshots: one column per epoch; top row coloured by the clusters at that epoch,
+    bottom row by the reference annotation (when given; ``reference[i]`` belongs to snapshot cell ``i``)."""
+    snaps = pick_snapshots(snapshots, max_cols)
+    rows = 2 if reference is not None else 1
+    if not snaps:
+        fig = go.Figure()
+        fig.update_layout(title="No snapshots yet", height=200, **_LAYOUT)
+        return fig
+    titles = [f"epoch {s.epoch}" + (f" · {s.phase}" if s.phase not in ("train",) else "") for s in snaps]
+    fig = make_subplots(rows=rows, cols=len(snaps), subplot_titles=titles + [""] * len(snaps) * (rows - 1),
+                        horizontal_spacing=0.01, vertical_spacing=0.04)
+    n_clusters = max(int(np.max(s.labels)) + 1 for s in snaps)
+    ccols = palette([str(i) for i in range(n_clusters)])
+    if reference is not None:
+        ref = pd.Series(reference)
+        rcols = palette(_categories(ref))
+    for j, s in enumerate(snaps, start=1):
+        for t in _scatter_traces(s.xy, [str(v) for v in s.labels], ccols, size=3, legendgroup_prefix="c"):
+            fig.add_trace(t, row=1, col=j)
+        if reference is not None:
+            for t in _scatter_traces(s.xy, ref.to_numpy(), rcols, size=3, showlegend=(j == 1), legendgroup_prefix="r"):
+                fig.add_trace(t, row=2, col=j)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text="clusters", row=1, col=1)
+    if reference is not None:
+        fig.update_yaxes(title_text=reference_name, row=2, col=1)
+    fig.update_layout(height=220 * rows + 60, title="Embedding snapshots during training (PCA of the latent space)",
+                      legend=dict(title=reference_name, itemsizing="constant"), **_LAYOUT)
+    return fig
+
+
+def snapshot_player(snapshots: Sequence, reference: Sequence | None = None, *, color_by: str = "clusters",
+                    reference_name: str = "reference") -> go.Figure:
+    """One scatter with a slider and a play button over every snapshot (colour: clusters or reference)."""
+    snaps = list(snapshots)
+    fig = go.Figure()
+    if not snaps:
+        fig.update_layout(title="No snapshots yet", height=200, **_LAYOUT)
+        return fig
+    use_ref = color_by != "clusters" and reference is not None
+    if use_ref:
+        ref = pd.Series(reference)
+        cols = palette(_categories(ref))
+    else:
+        n_clusters = max(int(np.max(s.labels)) + 1 for s in snaps)
+        cols = palette([str(i) for i in range(n_clusters)])
+    cats = list(cols)
+
+    def traces(s):
+        lab = pd.Series(reference).to_numpy() if use_ref else np.array([str(v) for v in s.labels])
+        lab = pd.Series(lab).astype(object).where(pd.notna(pd.Series(lab)), "n/a").astype(str).to_numpy()
+        out = []
+        for c in cats:  # same trace list in every frame (empty traces keep the animation stable)
+            m = lab == c
+            out.append(go.Scattergl(x=s.xy[m, 0], y=s.xy[m, 1], mode="markers", name=c,
+                                    marker=dict(size=5, color=cols[c], line_width=0)))
+        return out
+
+    all_xy = np.concatenate([s.xy for s in snaps])
+    pad = 0.05 * (all_xy.max(0) - all_xy.min(0) + 1e-9)
+    for t in traces(snaps[-1]):
+        fig.add_trace(t)
+    fig.frames = [go.Frame(data=traces(s), name=str(k)) for k, s in enumerate(snaps)]
+    steps = [dict(method="animate", label=f"{s.epoch}", args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                                                             transition=dict(duration=0))])
+             for k, s in enumerate(snaps)]
+    fig.update_layout(
+        height=480, title=f"Snapshots (colour: {reference_name if use_ref else 'clusters at that epoch'})",
+        xaxis=dict(range=[all_xy[:, 0].min() - pad[0], all_xy[:, 0].max() + pad[0]], showticklabels=False, title="PC 1"),
+        yaxis=dict(range=[all_xy[:, 1].min() - pad[1], all_xy[:, 1].max() + pad[1]], showticklabels=False, title="PC 2"),
+        sliders=[dict(active=len(snaps) - 1, steps=steps, currentvalue=dict(prefix="epoch "), pad=dict(t=40))],
+        updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.08, xanchor="left", buttons=[
+            dict(label="▶ Play", method="animate",
+                 args=[None, dict(frame=dict(duration=500, redraw=True), fromcurrent=False, transition=dict(duration=0))]),
+            dict(label="❚❚ Pause", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
+        ])],
+        legend=dict(itemsizing="constant"), **_LAYOUT,
+    )
+    return fig
+
+
+# --------------------------------------------------------------------------- explore
+def embedding_scatter(xy: np.ndarray, color: Sequence | None = None, *, title: str = "", color_name: str = "",
+                      continuous: bool | None = None, hover: Sequence | None = None, axis_prefix: str = "UMAP",
+                      point_size: float | None = None) -> go.Figure:
+    """Scatter of a 2-D embedding coloured by a categorical or a continuous value (box/lasso select enabled)."""
+    xy = np.asarray(xy, dtype=float)
+    n = len(xy)
+    size = point_size or (6 if n < 2000 else 4 if n < 20000 else 2)
+    fig = go.Figure()
+    if color is None:
+        fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker=dict(size=size, color="#4c78a8"),
+                                   hovertext=hover, hoverinfo="text" if hover is not None else "x+y"))
+    else:
+        s = pd.Series(color)
+        if continuous is None:
+            continuous = pd.api.types.is_numeric_dtype(s) and not isinstance(s.dtype, pd.CategoricalDtype) and s.nunique() > 30
+        if continuous:
+            v = s.to_numpy(dtype=float)
+            order = np.argsort(np.nan_to_num(v, nan=-np.inf))  # high values drawn on top
+            fig.add_trace(go.Scattergl(
+                x=xy[order, 0], y=xy[order, 1], mode="markers", customdata=order,
+                marker=dict(size=size, color=v[order], colorscale="Viridis", showscale=True,
+                            colorbar=dict(title=color_name)),
+                hovertext=None if hover is None else np.asarray(hover)[order], name=color_name,
+            ))
+        else:
+            cols = palette(_categories(s))
+            lab = s.astype(object).where(s.notna(), "n/a").astype(str)
+            for cat in list(cols) + (["n/a"] if (lab == "n/a").any() else []):
+                m = (lab == cat).to_numpy()
+                if not m.any():
+                    continue
+                idx = np.flatnonzero(m)
+                fig.add_trace(go.Scattergl(
+                    x=xy[m, 0], y=xy[m, 1], mode="markers", name=f"{cat} ({m.sum()})", customdata=idx,
+                    marker=dict(size=size, color=cols.get(cat, _MISSING), line_width=0),
+                    hovertext=None if hover is None else np.asarray(hover)[m],
+                ))
+    fig.update_layout(title=title, height=560, dragmode="lasso", legend=dict(title=color_name, itemsizing="constant"),
+                      xaxis=dict(title=f"{axis_prefix} 1", showticklabels=False, zeroline=False),
+                      yaxis=dict(title=f"{axis_prefix} 2", showticklabels=False, zeroline=False), **_LAYOUT)
+    return fig
+
+
+def cluster_sizes(labels: Sequence, *, title: str = "Cluster sizes") -> go.Figure:
+    s = pd.Series(labels)
+    cats = _categories(s)
+    counts = s.astype(object).astype(str).value_counts()
+    y = [int(counts.get(c, 0)) for c in cats]
+    cols = palette(cats)
+    fig = go.Figure(go.Bar(x=cats, y=y, marker_color=[cols[c] for c in cats], text=y, textposition="outside"))
+    fig.update_layout(title=title, xaxis_title="cluster", yaxis_title="cells", height=320, **_LAYOUT)
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def composition_bar(selected: Sequence, *, title: str = "Composition of the selected cells") -> go.Figure:
+    s = pd.Series(selected).astype(object).where(pd.notna(pd.Series(selected)), "n/a").astype(str)
+    counts = s.value_counts()
+    frac = counts / counts.sum() * 100
+    cols = palette(counts.index)
+    fig = go.Figure(go.Bar(y=counts.index, x=frac.values, orientation="h", marker_color=[cols[c] for c in counts.index],
+                           text=[f"{n} ({p:.0f}%)" for n, p in zip(counts.values, frac.values)], textposition="auto"))
+    fig.update_layout(title=title, xaxis_title="% of selected cells", height=max(250, 30 * len(counts) + 100),
+                      yaxis=dict(autorange="reversed", type="category"), **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------- markers
+def dotplot(mean_expr: pd.DataFrame, frac_expr: pd.DataFrame, *, title: str = "Marker genes") -> go.Figure:
+    """Dot plot: rows = clusters, columns = genes; dot size = fraction expressing, colour = mean expression."""
+    genes = list(mean_expr.columns)
+    clusters = [str(c) for c in mean_expr.index]
+    gx, cy = np.meshgrid(np.arange(len(genes)), np.arange(len(clusters)))
+    frac = frac_expr.loc[mean_expr.index, genes].to_numpy(dtype=float)
+    mean = mean_expr.to_numpy(dtype=float)
+    fig = go.Figure(go.Scatter(
+        x=np.array(genes)[gx.ravel()], y=np.array(clusters)[cy.ravel()], mode="markers",
+        marker=dict(size=4 + 22 * np.sqrt(frac.ravel()), color=mean.ravel(), colorscale="Reds", showscale=True,
+                    colorbar=dict(title="mean expr."), line=dict(width=0.5, color="#666")),
+        hovertext=[f"{g} in {c}: {100 * f:.0f}% expressing, mean {m:.2f}"
+                   for g, c, f, m in zip(np.array(genes)[gx.ravel()], np.array(clusters)[cy.ravel()], frac.ravel(), mean.ravel())],
+        hoverinfo="text",
+    ))
+    fig.update_layout(title=title + " (dot size = fraction of cells expressing)", height=max(320, 28 * len(clusters) + 160),
+                      xaxis=dict(tickangle=-60, type="category"), yaxis=dict(title="cluster", type="category", autorange="reversed"),
+                      **_LAYOUT)
+    return fig
+
+
+def heatmap(mean_expr: pd.DataFrame, *, title: str = "Mean expression (z-score per gene)", zscore: bool = True) -> go.Figure:
+    m = mean_expr.astype(float)
+    if zscore:
+        sd = m.std(axis=0).replace(0, 1)
+        m = (m - m.mean(axis=0)) / sd
+    fig = go.Figure(go.Heatmap(z=m.to_numpy(), x=list(m.columns), y=[str(c) for c in m.index], colorscale="RdBu_r",
+                               zmid=0 if zscore else None, colorbar=dict(title="z" if zscore else "mean")))
+    fig.update_layout(title=title, height=max(320, 26 * len(m.index) + 160),
+                      xaxis=dict(tickangle=-60, type="category"), yaxis=dict(title="cluster", type="category", autorange="reversed"),
+                      **_LAYOUT)
+    return fig
+
+
+def violin(values: pd.DataFrame, *, title: str = "Expression per cluster") -> go.Figure:
+    """``values``: long table with columns cluster, gene, expression."""
+    genes = list(pd.unique(values["gene"]))
+    fig = make_subplots(rows=len(genes), cols=1, shared_xaxes=True, subplot_titles=genes, vertical_spacing=0.04)
+    cats = _categories(values["cluster"])
+    cols = palette(cats)
+    for i, g in enumerate(genes, start=1):
+        sub = values[values["gene"] == g]
+        for c in cats:
+            v = sub.loc[sub["cluster"].astype(str) == c, "expression"]
+            fig.add_trace(go.Violin(x=[c] * len(v), y=v, name=c, line_color=cols[c], showlegend=False, points=False,
+                                    spanmode="hard", scalemode="width", width=0.8), row=i, col=1)
+    fig.update_xaxes(type="category")
+    fig.update_layout(title=title, height=170 * len(genes) + 100, **_LAYOUT)
+    return fig
+
+
+# --------------------------------------------------------------------------- compare
+def sankey(a: Sequence, b: Sequence, *, a_name: str = "clusters", b_name: str = "reference", min_cells: int = 1) -> go.Figure:
+    """Flows from the categories of ``a`` (left) to those of ``b`` (right); cells missing in either are left out."""
+    sa, sb = pd.Series(a).reset_index(drop=True), pd.Series(b).reset_index(drop=True)
+    ok = sa.notna() & sb.notna()
+    sa, sb = sa[ok].astype(str), sb[ok].astype(str)
+    ca, cb = _categories(pd.Series(a)[ok.values]), _categories(pd.Series(b)[ok.values])
+    ca = [c for c in ca if (sa == c).any()]
+    cb = [c for c in cb if (sb == c).any()]
+    tab = pd.crosstab(sa, sb).reindex(index=ca, columns=cb, fill_value=0)
+    colors_a, colors_b = palette(ca), palette(cb)
+    labels = [f"{a_name}: {c}" for c in ca] + [f"{b_name}: {c}" for c in cb]
+    src, dst, val, lcol = [], [], [], []
+    for i, c in enumerate(ca):
+        for j, d in enumerate(cb):
+            v = int(tab.iat[i, j])
+            if v >= min_cells:
+                src.append(i)
+                dst.append(len(ca) + j)
+                val.append(v)
+                lcol.append(_rgba(colors_a[c], 0.45))
+    fig = go.Figure(go.Sankey(
+        arrangement="snap",
+        node=dict(label=labels, pad=12, thickness=14, color=[colors_a[c] for c in ca] + [colors_b[c] for c in cb]),
+        link=dict(source=src, target=dst, value=val, color=lcol),
+    ))
+    fig.update_layout(title=f"{a_name} → {b_name}", height=max(420, 22 * max(len(ca), len(cb)) + 120),
+                      template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def _rgba(color: str, alpha: float) -> str:
+    if color.startswith("#"):
+        r, g, b = pc.hex_to_rgb(color)
+    elif color.startswith("rgb"):
+        r, g, b = [int(float(v)) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3]]
+    else:  # pragma: no cover
+        return color
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def contingency_heatmap(a: Sequence, b: Sequence, *, a_name: str = "clusters", b_name: str = "reference",
+                        normalize: bool = True) -> go.Figure:
+    """Cells per (a, b) pair; with ``normalize`` each row of ``a`` is shown as fractions (the counts on hover)."""
+    sa, sb = pd.Series(a).reset_index(drop=True), pd.Series(b).reset_index(drop=True)
+    ok = sa.notna() & sb.notna()
+    ca, cb = _categories(pd.Series(a)[ok.values]), _categories(pd.Series(b)[ok.values])
+    tab = pd.crosstab(sa[ok].astype(str), sb[ok].astype(str)).reindex(index=ca, columns=cb, fill_value=0)
+    z = tab.div(tab.sum(axis=1).replace(0, 1), axis=0) if normalize else tab
+    fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=cb, y=ca, colorscale="Blues", text=tab.to_numpy(),
+                               texttemplate="%{text}", hovertemplate=f"{a_name} %{{y}} · {b_name} %{{x}}: %{{text}} cells<extra></extra>",
+                               colorbar=dict(title="fraction of row" if normalize else "cells")))
+    fig.update_layout(title=f"Contingency: {a_name} × {b_name}", height=max(360, 26 * len(ca) + 180),
+                      xaxis=dict(title=b_name, type="category", tickangle=-45),
+                      yaxis=dict(title=a_name, type="category", autorange="reversed"), **_LAYOUT)
+    return fig
