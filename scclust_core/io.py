@@ -612,12 +612,14 @@ def _read_table(path: Path, name: str, *, transpose: bool | None, sep: str | Non
 
 def _numeric_values(frame: pd.DataFrame, name: str, columns: pd.Index) -> np.ndarray:
     """Convert the table to float32, naming the first non-numeric cell if there is one."""
-    for pos in range(frame.shape[1]):
+    suspect = [
+        pos for pos, dtype in enumerate(frame.dtypes)
+        if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype)
+    ]
+    for pos in suspect:  # usually none: numeric columns need no per-column work
         series = frame.iloc[:, pos]
         if pd.api.types.is_bool_dtype(series):
             bad = series.notna()
-        elif pd.api.types.is_numeric_dtype(series):
-            continue
         else:
             coerced = pd.to_numeric(series, errors="coerce")
             bad = coerced.isna() & series.notna()

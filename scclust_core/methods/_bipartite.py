@@ -197,7 +197,7 @@ def mean_operator(src: np.ndarray, dst: np.ndarray, n_dst: int, n_src: int, devi
     indeg = np.bincount(dst, minlength=n_dst).astype(np.float32)
     val = 1.0 / indeg[dst] if dst.size else np.zeros(0, np.float32)
     idx = torch.from_numpy(np.vstack([dst, src]).astype(np.int64))
-    m = torch.sparse_coo_tensor(idx, torch.from_numpy(val.astype(np.float32)), (n_dst, n_src))
+    m = torch.sparse_coo_tensor(idx, torch.from_numpy(val.astype(np.float32)), (n_dst, n_src), check_invariants=False)
     return m.coalesce().to(device)
 
 

@@ -1,0 +1,526 @@
+"""scGPCL: graph prototypical contrastive learning on a cell–gene bipartite graph (METHODS.md §4, §8).
+
+Citation: "scGPCL: Deep single-cell RNA-seq data clustering with graph prototypical contrastive learning",
+Bioinformatics 39(6) btad342 (2023); official code github.com/Junseok0207/scGPCL @ 74bc4a3.
+
+What runs, by default the official code's behaviour [C]:
+
+- Preprocessing R3 (§4.1): top ``⌊hvg_frac·G⌋`` genes by raw-count variance, size factors from those genes,
+  log1p, z-score. §8: ``hvg_frac`` left empty (auto) means 1.0 when the input has ≤ 3,000 genes (it was already
+  reduced) and 0.2 otherwise (full-gene input, as published).
+- Graph (§4.2): one unweighted edge per non-zero raw count; cell features = the scaled expression rows; gene
+  features = a learned ``Embedding(G, latent_dim)`` (N(0, 1) init) trained with the model.
+- Views (§4.3): HGT subgraphs around 1,024 seed cells (``num_samples`` [2048, 1024] per hop and node type,
+  50-neighbour caps in the budgets and the edges), both views sharing the seed cells of a step, each with its
+  own feature-column masks (p = 0.2 for cells and gene embeddings, no rescaling). Plain numpy/torch
+  re-implementation in :mod:`._bipartite` (no torch-geometric).
+- Encoder (§4.4): 2-layer heterogeneous GraphSAGE-mean, BatchNorm after each layer, **no activation**;
+  decoder ``Linear(64,256) → BN → ReLU`` over all subgraph cells (BN statistics over ≈ 2k cells), ZINB heads.
+  The heads are applied to the seed rows only, which is exact (they act row-wise) and saves half their cost.
+- Losses (§4.5): ZINB (shared ``losses.zinb_nll``, size factors) averaged over both views; instance NT-Xent
+  (τ = 0.25) with the official self-mask bug reproduced by default (``ins_loss_mask_bug``; False gives the
+  standard symmetric NT-Xent ``losses.nt_xent``); prototypical loss after the warm-up at granularities
+  ``[1, 1.5, 2]·K`` with per-minibatch K-means on the detached view-2 seed representations.
+  ``L_pre = L_zinb + λ1·L_ins + λ2·L_pro`` (λ1 = 1, λ2 = 0.05).
+- Pretraining early stop (§4.6, §8): from the first epoch after the warm-up, a full-data pass (eval mode, no
+  masks, still sampled) + ``KMeans(K)``; stop when the ARI between these labels and the **previous epoch's**
+  labels exceeds ``pretrain_stop_ari`` (0.99). This compares the model with itself, never with annotations.
+- Fine-tuning (§4.6): μ from ``KMeans(K, n_init=20)`` on a full pass; fresh Adadelta (lr 1, ρ 0.95, wd 1e-4);
+  each epoch starts with a full pass → Student-t q (α = 1), target p (full data), labels = argmax q; from
+  epoch 2 stop when the delta-label < ``tol``; then one single-view pass with ``L_zinb + λ3·KL(p‖q)``.
+  Labels = argmax q of the last start-of-epoch pass (§4.7; the last training pass does not change them unless
+  ``final_eval_after_training``). **The tol = 0.001 stop is practically unreachable** (§8): full-data
+  embeddings come from sampled neighbourhoods, so 2–5 % of labels change from sampling noise alone and
+  fine-tuning runs to its epoch cap.
+
+Presets: ``paper`` = the code's defaults (200 + 200 epochs max, warm-up 100, K-means n_init 20, lr 1e-4 — the
+authors' scripts use 1e-5…1e-3 per dataset); ``cpu`` = the [A] adaptation of §4.12/§6 (14 pretraining epochs with
+warm-up 7, prototype K-means n_init 3, convergence-check K-means n_init 5, ≤ 10 fine-tuning epochs), not the
+published setting.
+
+Choices where the spec is silent (written down here):
+
+- All sampling, feature masks, minibatch orders and per-step K-means seeds come from one
+  ``numpy.random.default_rng(seed)``; the two views use the same per-epoch permutation of the cells (the
+  official two ``RandomSampler`` s share a seed). Same seed → same result on CPU.
+- A minibatch with fewer seed cells than a granularity uses ``min(K_t, n_seeds)`` prototypes (the official code
+  would fail); clusters K-means leaves empty are dropped from the prototype set (the code would mis-index).
+- The first pretraining epochs (before the warm-up ends) compute a full pass + K-means only when a snapshot is
+  due; after the warm-up the convergence check's labels are reported every epoch. An epoch-0 snapshot of the
+  untrained encoder is taken (K-means with the check's n_init).
+- The fine-tuning epoch whose start-of-epoch pass triggers the tol stop trains nothing and is not reported as
+  an epoch; its labels are the result. The reported epochs are 1-based and global across both phases.
+- ``eval_passes`` > 1 averages several sampled full-data passes (§8's suggestion; off by default).
+- The MSE variant of the repository (``--recon mse``) is not implemented.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from anndata import AnnData
+from sklearn.cluster import KMeans
+from sklearn.metrics import adjusted_rand_score
+
+from ..config import MethodConfig, param
+from ..losses import cluster_kl, delta_label, disp_activation, mean_activation, nt_xent, student_t_q, \
+    target_distribution, zinb_nll
+from ..preprocess import recipe_r3
+from ._base import ClusteringMethod, FitContext, Prepared
+from ._bipartite import MAX_NEIGHBORS, BipartiteGraph, BipartiteSAGEEncoder, Subgraph, hgt_sample, mean_operator
+from ._registry import register_method
+
+__all__ = ["ScGPCLConfig", "ScGPCL", "ScGPCLNet", "scgpcl_instance_loss", "prototype_loss", "granularity_levels",
+           "resolve_hvg_frac"]
+
+#: inputs with at most this many genes are taken as already reduced: hvg_frac auto → 1.0 (§8)
+AUTO_HVG_MAX_GENES = 3000
+
+
+@dataclass
+class ScGPCLConfig(MethodConfig):
+    pretrain_epochs: int = param(200, min=0, max=5000,
+                                 help="Maximum pretraining epochs (contrastive + ZINB); stops early when the "
+                                      "clustering stops changing (see pretrain_stop_ari).")
+    warmup_epochs: int = param(100, min=0, max=5000,
+                               help="Pretraining epochs without the prototypical loss (and without the early-stop check).")
+    finetune_epochs: int = param(200, min=0, max=5000,
+                                 help="Maximum DEC-style fine-tuning epochs (KL + ZINB). The tol stop is practically "
+                                      "unreachable (sampled embeddings keep 2–5 % of labels moving), so this cap "
+                                      "usually decides.")
+    lr: float = param(1e-4, min=1e-7, max=1.0,
+                      help="AdamW learning rate for pretraining (code default 1e-4; the authors' scripts use 1e-5–1e-3 per dataset).")
+    batch_size: int = param(1024, min=8, max=100000, help="Seed cells per minibatch subgraph.")
+    hvg_frac: float | None = param(None, min=0.001, max=1.0,
+                                   help="Fraction of genes kept by raw-count variance. Empty = auto: 1.0 when the input "
+                                        "has ≤ 3,000 genes (already reduced), else 0.2 (published, full-gene inputs).")
+    finetune_lr: float = param(1.0, min=1e-6, max=100.0, advanced=True, help="Adadelta learning rate for fine-tuning.")
+    weight_decay: float = param(1e-4, min=0.0, max=1.0, advanced=True,
+                                help="Weight decay of both optimizers (model, gene embedding and centres).")
+    hidden_dim: int = param(256, min=4, max=4096, advanced=True, help="Width of the first graph layer and of the decoder.")
+    latent_dim: int = param(64, min=2, max=1024, advanced=True,
+                            help="Cell representation size (also the gene-embedding size).")
+    num_samples: list[int] = param([2048, 1024], min=1, max=1_000_000, advanced=True,
+                                   help="HGT sampler: nodes drawn per hop for each node type (one entry per hop).")
+    neighbor_cap: int = param(MAX_NEIGHBORS, min=1, max=100000, advanced=True,
+                              help="Neighbours per node considered by the sampler budgets and kept as edges (torch-sparse: 50).")
+    tau: float = param(0.25, min=1e-3, max=10.0, advanced=True, help="Temperature of the instance and prototypical losses.")
+    alpha: float = param(1.0, min=1e-3, max=100.0, advanced=True, help="Student-t degrees of freedom for q.")
+    granularity: str = param("1,1.5,2", advanced=True,
+                             help="Prototype granularities as multiples of K (1 to 3 comma-separated numbers).")
+    drop_feat_1: float = param(0.2, min=0.0, max=0.99, advanced=True,
+                               help="Feature-column masking probability of view 1 (also used in fine-tuning).")
+    drop_feat_2: float = param(0.2, min=0.0, max=0.99, advanced=True, help="Feature-column masking probability of view 2.")
+    lam_ins: float = param(1.0, min=0.0, max=100.0, advanced=True, help="λ1: weight of the instance contrastive loss.")
+    lam_proto: float = param(0.05, min=0.0, max=100.0, advanced=True, help="λ2: weight of the prototypical loss.")
+    lam_kl: float = param(1.0, min=0.0, max=100.0, advanced=True, help="λ3: weight of the KL clustering loss in fine-tuning.")
+    pretrain_stop_ari: float = param(0.99, min=0.0, max=1.0, advanced=True,
+                                     help="Stop pretraining when the ARI between this and the previous epoch's K-means "
+                                          "labels exceeds this (self-consistency, no annotation used); 1.0 = never.")
+    tol: float = param(0.001, min=0.0, max=1.0, advanced=True,
+                       help="Fine-tuning stops when fewer than this fraction of labels change between epochs. "
+                            "Practically unreachable (sampling noise alone moves 2–5 %), so fine-tuning runs to its cap.")
+    proto_kmeans_n_init: int = param(20, min=1, max=100, advanced=True,
+                                     help="K-means restarts for the per-minibatch prototypes (3 granularities every step).")
+    check_kmeans_n_init: int = param(20, min=1, max=100, advanced=True,
+                                     help="K-means restarts for the pretraining convergence check (and snapshot labels).")
+    init_kmeans_n_init: int = param(20, min=1, max=100, advanced=True,
+                                    help="K-means restarts that initialise the cluster centres before fine-tuning.")
+    ins_loss_mask_bug: bool = param(True, advanced=True,
+                                    help="Reproduce the official instance-loss self-mask bug (view-2 anchors keep themselves "
+                                         "as a positive and in the denominator). False = standard NT-Xent.")
+    eval_passes: int = param(1, min=1, max=20, advanced=True,
+                             help="Sampled full-data passes averaged for the cell embedding (1 = official).")
+    final_eval_after_training: bool = param(False, advanced=True,
+                                            help="Recompute the labels after the last fine-tuning pass (the code returns "
+                                                 "the labels from the start of the last epoch).")
+
+    PRESETS = {
+        "paper": {},
+        "cpu": {"pretrain_epochs": 14, "warmup_epochs": 7, "finetune_epochs": 10, "proto_kmeans_n_init": 3,
+                "check_kmeans_n_init": 5},
+    }
+    PRESET_NOTES = {
+        "paper": "Official code defaults: ≤ 200 pretraining epochs (warm-up 100), ≤ 200 fine-tuning epochs, "
+                 "K-means n_init 20, lr 1e-4. 30–40 min on 2 CPU cores at 3,000 cells.",
+        "cpu": "adaptation [A], not the published setting: 14 pretraining epochs (warm-up 7), prototype K-means "
+               "n_init 3, check K-means n_init 5, ≤ 10 fine-tuning epochs; ≈ 2 min at 3,000 cells on 2 cores.",
+    }
+
+    def validate(self) -> None:
+        super().validate()
+        granularity_values(self.granularity)
+        ns = list(self.num_samples)
+        if not ns or any(int(v) < 1 for v in ns):
+            raise ValueError(f"num_samples must list at least one positive count per hop, got {self.num_samples!r}")
+
+
+def granularity_values(text: str) -> list[float]:
+    try:
+        vals = [float(v) for v in str(text).replace(";", ",").replace(" ", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"granularity must be 1 to 3 comma-separated numbers, got {text!r}") from None
+    if not 1 <= len(vals) <= 3 or any(v <= 0 for v in vals):
+        raise ValueError(f"granularity must be 1 to 3 positive numbers, got {text!r}")
+    return vals
+
+
+def granularity_levels(k: int, granularity: str | list[float] = "1,1.5,2") -> list[int]:
+    """Prototype counts per granularity, as ``infer_num_proto`` computes them (K = 8 → 8, 12, 16)."""
+    g = granularity_values(granularity) if isinstance(granularity, str) else list(granularity)
+    if len(g) == 1:
+        return [int(k * g[0])]
+    if len(g) == 2:
+        c1 = k * g[0]
+        return [int(c1), int(max(c1 + 1, math.ceil(k * g[1])))]
+    c1 = int(math.floor(k * g[0]))
+    c2 = int(max(c1 + 1, k * g[1]))
+    c3 = int(max(c2 + 1, math.ceil(k * g[2])))
+    return [c1, c2, c3]
+
+
+def resolve_hvg_frac(hvg_frac: float | None, n_genes: int) -> float:
+    """§8: auto → 1.0 for inputs with ≤ 3,000 genes, 0.2 for full-gene inputs."""
+    if hvg_frac is not None:
+        return float(hvg_frac)
+    return 1.0 if n_genes <= AUTO_HVG_MAX_GENES else 0.2
+
+
+# ------------------------------------------------------------------------------------------------- losses
+def scgpcl_instance_loss(rep1: torch.Tensor, rep2: torch.Tensor, tau: float, mask_bug: bool = True) -> torch.Tensor:
+    """Instance NT-Xent over the 2B L2-normalised seed representations (§4.5).
+
+    ``mask_bug=True`` reproduces the official ``ins_contrastive_loss``: the self-similarity mask covers only the
+    first B rows, so a view-2 anchor keeps its own similarity (1/τ) in the denominator and averages −log p over
+    two positives {other view, itself}. ``mask_bug=False`` is the standard symmetric form (``losses.nt_xent``).
+    """
+    z1 = F.normalize(rep1, dim=1)
+    z2 = F.normalize(rep2, dim=1)
+    if not mask_bug:
+        return nt_xent(z1, z2, tau)
+    b = z1.shape[0]
+    v = torch.cat([z1, z2], dim=0)
+    logits = v @ v.T / tau
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    ar = torch.arange(b, device=v.device)
+    # rows of view 1: standard (self excluded from the denominator, positive = other view)
+    l1 = logits[:b].clone()
+    pos1 = l1[ar, ar + b]
+    den1 = torch.logsumexp(l1.index_put((ar, ar), torch.tensor(float("-inf"), device=v.device)), dim=1)
+    loss1 = den1 - pos1
+    # rows of view 2: nothing masked; positives = other view and itself
+    l2 = logits[b:]
+    den2 = torch.logsumexp(l2, dim=1)
+    loss2 = den2 - 0.5 * (l2[ar, ar] + l2[ar, ar + b])
+    return torch.cat([loss1, loss2]).mean()
+
+
+def prototype_loss(rep: torch.Tensor, assignments: list[torch.Tensor], prototypes: list[torch.Tensor],
+                   tau: float) -> torch.Tensor:
+    """Prototypical contrastive loss (§4.5): mean over cells of the mean over granularities of
+    ``−log softmax_k(cos(h_i, c_k)/τ)[a_i]``.
+
+    ``rep`` [B, D] (view 1), ``assignments[t]`` int64 [B] in ``0..K_t−1``, ``prototypes[t]`` [K_t, D]
+    (un-normalised cluster means of view 2). Identical to the code's ``pos / (pos + Σ_neg)`` form.
+    """
+    h = F.normalize(rep, dim=1)
+    total = rep.new_zeros(rep.shape[0])
+    for a, c in zip(assignments, prototypes):
+        logits = h @ F.normalize(c, dim=1).T / tau
+        total = total + F.cross_entropy(logits, a, reduction="none")
+    return (total / max(len(assignments), 1)).mean()
+
+
+def _prototypes(rep2: np.ndarray, k: int, n_init: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """K-means on the detached view-2 seed reps: (assignments 0..K'−1, un-normalised means [K', D])."""
+    k = int(min(k, rep2.shape[0]))
+    labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(rep2)
+    uniq, inv = np.unique(labels, return_inverse=True)
+    sums = np.zeros((uniq.size, rep2.shape[1]), dtype=np.float64)
+    np.add.at(sums, inv, rep2)
+    cent = sums / np.bincount(inv)[:, None]
+    return inv.astype(np.int64), cent.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------- model
+class ScGPCLNet(nn.Module):
+    """Gene embedding + bipartite GraphSAGE encoder + ZINB decoder + DEC centres μ."""
+
+    def __init__(self, n_genes: int, n_clusters: int, hidden: int = 256, latent: int = 64):
+        super().__init__()
+        self.gene_embedding = nn.Embedding(n_genes, latent)
+        self.encoder = BipartiteSAGEEncoder(n_genes, gene_dim=latent, hidden=hidden, out=latent)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.mean_head = nn.Linear(hidden, n_genes)
+        self.disp_head = nn.Linear(hidden, n_genes)
+        self.pi_head = nn.Linear(hidden, n_genes)
+        # official: allocated uninitialised, set by K-means before fine-tuning (never used before)
+        self.mu = nn.Parameter(torch.zeros(n_clusters, latent))
+
+    def encode(self, x_c: torch.Tensor, gene_ids: torch.Tensor, m_gc: torch.Tensor, m_cg: torch.Tensor,
+               gene_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x_g = self.gene_embedding.weight[gene_ids]
+        if gene_mask is not None:
+            x_g = x_g * gene_mask
+        return self.encoder(x_c, x_g, m_gc, m_cg)
+
+    def decode(self, rep: torch.Tensor, n_seeds: int):
+        """Decoder over all subgraph cells (BN statistics over all of them), heads on the seed rows only."""
+        h = self.decoder(rep)[:n_seeds]
+        return mean_activation(self.mean_head(h)), disp_activation(self.disp_head(h)), torch.sigmoid(self.pi_head(h))
+
+
+class _Trainer:
+    """Holds the data, graph, model and RNG of one fit; every random draw comes from ``self.rng``."""
+
+    def __init__(self, data: Prepared, config: ScGPCLConfig, ctx: FitContext):
+        ad = data.adata
+        self.cfg = config
+        self.ctx = ctx
+        self.dev = torch.device(ctx.device)
+        self.rng = np.random.default_rng(config.seed)
+        self.n, self.g = ad.n_obs, ad.n_vars
+        self.k = int(config.n_clusters)
+        self.X = torch.from_numpy(np.ascontiguousarray(ad.X, dtype=np.float32)).to(self.dev)
+        self.counts = sp.csr_matrix(ad.layers["counts"], dtype=np.float32)
+        self.sf = torch.from_numpy(ad.obs["size_factors"].to_numpy(np.float32)).to(self.dev)
+        self.graph = BipartiteGraph(self.counts)
+        self.ns = tuple(int(v) for v in config.num_samples)
+        self.bs = int(min(config.batch_size, self.n))
+        self.model = ScGPCLNet(self.g, self.k, config.hidden_dim, config.latent_dim).to(self.dev)
+
+    # ----------------------------------------------------------------- helpers
+    def seed_int(self) -> int:
+        return int(self.rng.integers(0, 2**31 - 1))
+
+    def sample(self, seeds: np.ndarray) -> Subgraph:
+        return hgt_sample(self.graph, seeds, self.rng, self.ns, self.cfg.neighbor_cap)
+
+    def _mask(self, size: int, p: float) -> torch.Tensor | None:
+        if p <= 0:
+            return None
+        return torch.from_numpy((self.rng.random(size) >= p).astype(np.float32)).to(self.dev)
+
+    def encode(self, sub: Subgraph, drop: float) -> torch.Tensor:
+        """Representation [n_c, D] of every subgraph cell; feature-column masks with probability ``drop``."""
+        cells = torch.from_numpy(sub.cells).to(self.dev)
+        genes = torch.from_numpy(sub.genes).to(self.dev)
+        x_c = self.X[cells]
+        cmask = self._mask(self.g, drop)
+        gmask = self._mask(self.cfg.latent_dim, drop)
+        if cmask is not None:
+            x_c = x_c * cmask
+        m_gc = mean_operator(sub.gc_src, sub.gc_dst, sub.cells.size, sub.genes.size, self.dev)
+        m_cg = mean_operator(sub.cg_src, sub.cg_dst, sub.genes.size, sub.cells.size, self.dev)
+        return self.model.encode(x_c, genes, m_gc, m_cg, gmask)
+
+    def batch_counts(self, seeds: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(self.counts[seeds].toarray()).to(self.dev)
+        return x, self.sf[torch.from_numpy(seeds).to(self.dev)]
+
+    @torch.no_grad()
+    def full_pass(self) -> np.ndarray:
+        """Full-data representations with the eval loader: consecutive seed chunks, sampled, no masks."""
+        self.model.eval()
+        out = np.zeros((self.n, self.cfg.latent_dim), dtype=np.float64)
+        for _ in range(self.cfg.eval_passes):
+            for start in range(0, self.n, self.bs):
+                seeds = np.arange(start, min(start + self.bs, self.n), dtype=np.int64)
+                rep = self.encode(self.sample(seeds), 0.0)[: seeds.size]
+                out[seeds] += rep.double().cpu().numpy()
+        return (out / self.cfg.eval_passes).astype(np.float32)
+
+    def kmeans(self, z: np.ndarray, n_init: int) -> KMeans:
+        return KMeans(n_clusters=self.k, n_init=n_init, random_state=self.seed_int()).fit(z)
+
+    # ----------------------------------------------------------------- phases
+    def pretrain_epoch(self, epoch: int, protos: list[int] | None) -> tuple[dict[str, float], bool]:
+        """One pass over the cells with two views; returns (mean losses, interrupted by a cancel)."""
+        cfg, model = self.cfg, self.model
+        perm = self.rng.permutation(self.n)  # the two official samplers share this order
+        sums = {"zinb": 0.0, "instance": 0.0, "proto": 0.0, "total": 0.0}
+        seen = 0
+        for start in range(0, self.n, self.bs):
+            if self.ctx.stop_requested:
+                return self._mean(sums, seen), True
+            seeds = perm[start:start + self.bs]
+            nb = seeds.size
+            sub1, sub2 = self.sample(seeds), self.sample(seeds)
+            model.train()
+            self.opt.zero_grad(set_to_none=True)
+            rep1_all = self.encode(sub1, cfg.drop_feat_1)
+            m1, d1, p1 = model.decode(rep1_all, nb)
+            rep2_all = self.encode(sub2, cfg.drop_feat_2)
+            m2, d2, p2 = model.decode(rep2_all, nb)
+            rep1, rep2 = rep1_all[:nb], rep2_all[:nb]
+            x, sf = self.batch_counts(seeds)
+            l_zinb = (zinb_nll(x, m1, d1, p1, sf) + zinb_nll(x, m2, d2, p2, sf)) / 2
+            l_ins = scgpcl_instance_loss(rep1, rep2, cfg.tau, cfg.ins_loss_mask_bug)
+            l_pro = torch.zeros((), device=self.dev)
+            if protos is not None and nb >= 2:
+                r2 = rep2.detach().cpu().numpy()
+                assigns, cents = [], []
+                for kt in protos:
+                    a, c = _prototypes(r2, kt, cfg.proto_kmeans_n_init, self.seed_int())
+                    assigns.append(torch.from_numpy(a).to(self.dev))
+                    cents.append(torch.from_numpy(c).to(self.dev))
+                l_pro = prototype_loss(rep1, assigns, cents, cfg.tau)
+            loss = l_zinb + cfg.lam_ins * l_ins + cfg.lam_proto * l_pro
+            loss.backward()
+            self.opt.step()
+            seen += nb
+            for key, val in (("zinb", l_zinb), ("instance", l_ins), ("proto", l_pro), ("total", loss)):
+                sums[key] += float(val.detach()) * nb
+        return self._mean(sums, seen), False
+
+    def finetune_epoch(self, p_full: torch.Tensor) -> tuple[dict[str, float], bool]:
+        cfg, model = self.cfg, self.model
+        perm = self.rng.permutation(self.n)
+        sums = {"zinb": 0.0, "kl": 0.0, "total": 0.0}
+        seen = 0
+        for start in range(0, self.n, self.bs):
+            if self.ctx.stop_requested:
+                return self._mean(sums, seen), True
+            seeds = perm[start:start + self.bs]
+            nb = seeds.size
+            sub = self.sample(seeds)
+            model.train()
+            rep_all = self.encode(sub, cfg.drop_feat_1)
+            m, d, p = model.decode(rep_all, nb)
+            q = student_t_q(rep_all[:nb], model.mu, cfg.alpha)
+            l_kl = cluster_kl(p_full[torch.from_numpy(seeds).to(self.dev)], q)
+            x, sf = self.batch_counts(seeds)
+            l_zinb = zinb_nll(x, m, d, p, sf)
+            loss = l_zinb + cfg.lam_kl * l_kl
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            seen += nb
+            for key, val in (("zinb", l_zinb), ("kl", l_kl), ("total", loss)):
+                sums[key] += float(val.detach()) * nb
+        return self._mean(sums, seen), False
+
+    @staticmethod
+    def _mean(sums: dict[str, float], seen: int) -> dict[str, float]:
+        return {k: (v / seen if seen else float("nan")) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def soft_assign(self, z: np.ndarray) -> torch.Tensor:
+        zt = torch.from_numpy(z).to(self.dev)
+        chunks = [student_t_q(zt[i:i + 65536], self.model.mu, self.cfg.alpha) for i in range(0, self.n, 65536)]
+        return torch.cat(chunks)
+
+
+@register_method("scgpcl")
+class ScGPCL(ClusteringMethod):
+    """scGPCL: graph prototypical contrastive learning on a cell–gene graph, then DEC fine-tuning (ZINB)."""
+
+    Config = ScGPCLConfig
+    citation = ("scGPCL: Deep single-cell RNA-seq data clustering with graph prototypical contrastive learning, "
+                "Bioinformatics 39(6) btad342, 2023; code github.com/Junseok0207/scGPCL")
+    recipe = ("R3: top hvg_frac of genes by raw-count variance (auto: all when ≤ 3,000 genes, else 20 %), "
+              "size factors, log1p, z-score")
+    needs_counts = True
+    can_estimate_k = False
+    fidelity = "faithful"
+
+    def prepare(self, adata: AnnData, config: ScGPCLConfig) -> Prepared:  # type: ignore[override]
+        frac = resolve_hvg_frac(config.hvg_frac, adata.n_vars)
+        ad = recipe_r3(adata, hvg_frac=frac)
+        ad.uns["hvg_frac"] = frac
+        return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
+
+    def train(self, data: Prepared, config: ScGPCLConfig, ctx: FitContext):  # type: ignore[override]
+        cfg = config
+        tr = _Trainer(data, cfg, ctx)
+        model = tr.model
+        ctx.begin(cfg.pretrain_epochs + cfg.finetune_epochs)
+
+        z = tr.full_pass()
+        labels = tr.kmeans(z, cfg.check_kmeans_n_init).labels_
+        ctx.initial(z, labels)
+
+        tr.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        protos = granularity_levels(tr.k, cfg.granularity)
+        epoch = 0
+        cancelled = False
+        pre_run, pre_early = 0, False
+        prev_labels = None
+        last_ari = float("nan")
+        for pe in range(1, cfg.pretrain_epochs + 1):
+            after_warmup = pe > cfg.warmup_epochs
+            losses, cancelled = tr.pretrain_epoch(pe, protos if after_warmup else None)
+            if cancelled:
+                break
+            epoch += 1
+            pre_run = pe
+            emb = lab = None
+            extra = {}
+            stop_now = False
+            if after_warmup:
+                emb = tr.full_pass()
+                lab = tr.kmeans(emb, cfg.check_kmeans_n_init).labels_
+                if prev_labels is not None:
+                    last_ari = float(adjusted_rand_score(prev_labels, lab))
+                    extra["ari_vs_previous_epoch"] = last_ari
+                    stop_now = last_ari > cfg.pretrain_stop_ari
+                prev_labels = lab
+            elif ctx.snapshot_due(epoch) or pe == cfg.pretrain_epochs:
+                emb = tr.full_pass()
+                lab = tr.kmeans(emb, cfg.check_kmeans_n_init).labels_
+            if ctx.emit(epoch, "pretrain", losses, embedding=emb, labels=lab, extra_metrics=extra):
+                cancelled = True
+                break
+            if stop_now:
+                pre_early = True
+                break
+
+        extras: dict = {"hvg_frac": float(data.adata.uns.get("hvg_frac", float("nan"))), "n_genes": int(tr.g),
+                        "pretrain_epochs_run": pre_run, "pretrain_stopped_early": pre_early,
+                        "prototype_counts": protos, "finetune_epochs_run": 0, "finetune_converged": False}
+        if cancelled:
+            z = tr.full_pass()
+            labels = tr.kmeans(z, cfg.check_kmeans_n_init).labels_
+            return z, labels, extras
+
+        # ---------------------------------------------------------------- fine-tuning
+        z = tr.full_pass()
+        km = tr.kmeans(z, cfg.init_kmeans_n_init)
+        with torch.no_grad():
+            model.mu.copy_(torch.from_numpy(km.cluster_centers_.astype(np.float32)).to(tr.dev))
+        labels = km.labels_
+        last = labels
+        tr.opt = torch.optim.Adadelta(model.parameters(), lr=cfg.finetune_lr, rho=0.95, weight_decay=cfg.weight_decay)
+        deltas = []
+        for fe in range(1, cfg.finetune_epochs + 1):
+            z = tr.full_pass()
+            q = tr.soft_assign(z)
+            p_full = target_distribution(q)
+            labels = q.argmax(dim=1).cpu().numpy()
+            delta = delta_label(labels, last)
+            last = labels
+            deltas.append(delta)
+            if fe > 1 and delta < cfg.tol:
+                extras["finetune_converged"] = True
+                break
+            losses, cancelled = tr.finetune_epoch(p_full)
+            if cancelled:
+                break
+            epoch += 1
+            extras["finetune_epochs_run"] = fe
+            if ctx.emit(epoch, "finetune", losses, embedding=z, labels=labels, extra_metrics={"delta_label": delta}):
+                cancelled = True
+                break
+        if cfg.final_eval_after_training and not extras["finetune_converged"] and cfg.finetune_epochs > 0:
+            z = tr.full_pass()
+            labels = tr.soft_assign(z).argmax(dim=1).cpu().numpy()
+        extras["delta_labels"] = [float(d) for d in deltas]
+        if not extras["finetune_converged"] and cfg.finetune_epochs > 0:
+            extras["note"] = (f"Fine-tuning ran to its cap of {cfg.finetune_epochs} epochs (tol = {cfg.tol} not reached: "
+                              "sampled embeddings keep a few % of labels moving).")
+        return z, labels, extras

@@ -1,0 +1,62 @@
+"""Small page helpers: error guard, empty-state messages, figure download buttons."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+
+import streamlit as st
+
+from ..jobs import friendly_error
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def guard(what: str):
+    """Show any error of the block as a clear message in the page (the app keeps working)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the page must never turn into a traceback
+        logger.exception("%s failed", what)
+        st.error(f"**{what} failed.** {friendly_error(exc)}")
+        with st.expander("Technical details"):
+            st.code("".join(traceback.format_exception(exc))[-4000:])
+
+
+def need_data() -> bool:
+    """True when a dataset is loaded; otherwise show where to get one."""
+    from . import state
+
+    if state.adata() is None:
+        st.info("No data yet. Open the **Data** page to upload a file or open the PBMC demo.")
+        st.page_link("pages/1_data.py", label="Go to Data", icon="📂")
+        return False
+    return True
+
+
+def need_run() -> bool:
+    from . import state
+
+    if not state.runs(finished_only=True):
+        st.info("No finished clustering run on this dataset yet. Start one on the **Cluster** page.")
+        st.page_link("pages/2_cluster.py", label="Go to Cluster", icon="🧮")
+        return False
+    return True
+
+
+def figure_downloads(fig, name: str, key: str) -> None:
+    """PNG/SVG/HTML download of a figure, rendered only when asked (static export starts a headless browser)."""
+    from ..export import figure_bytes
+
+    cols = st.columns([1, 1, 1, 3])
+    fmt = cols[0].selectbox("Format", ["png", "svg", "html"], key=f"{key}_fmt", label_visibility="collapsed")
+    if cols[1].button("Prepare file", key=f"{key}_prep"):
+        with st.spinner(f"Rendering {fmt.upper()}…"):
+            st.session_state[f"{key}_file"] = figure_bytes(fig, fmt)
+    got = st.session_state.get(f"{key}_file")
+    if got:
+        data, mime, ext, note = got
+        cols[2].download_button(f"Download .{ext}", data, file_name=f"{name}.{ext}", mime=mime, key=f"{key}_dl")
+        if note:
+            st.warning(note)

@@ -1,0 +1,123 @@
+"""Data page sections: upload / demo, summary and reference annotation, QC plots and filtering."""
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import io as scio
+from .. import plots
+from ..preprocess import filter_cells_genes, qc_metrics
+from . import state
+from .common import guard
+
+UPLOAD_TYPES = ["h5ad", "h5", "zip", "tar", "tgz", "gz", "csv", "tsv", "txt", "mtx"]
+
+
+def load_section() -> None:
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        up = st.file_uploader(
+            "Upload a count matrix", type=UPLOAD_TYPES, key="upload",
+            help="AnnData .h5ad, 10x Genomics .h5, a zipped 10x matrix folder (matrix.mtx, features/genes.tsv, "
+                 "barcodes.tsv), or a CSV/TSV table (optionally .gz) with cells or genes as rows.")
+        with st.expander("Table options (CSV/TSV only)"):
+            orient = st.radio("Rows of the table are", ["guess", "cells", "genes"], horizontal=True, key="orient")
+    with c2:
+        st.write("")
+        st.write("")
+        demo = st.button("Open the PBMC demo (700 cells, annotated)", type="primary", key="demo")
+    if up is not None and st.session_state.get("_loaded_upload") != up.file_id:
+        st.session_state["_loaded_upload"] = up.file_id
+        st.session_state.pop("_upload_error", None)
+        transpose = {"guess": None, "cells": False, "genes": True}[orient]
+        with st.status(f"Reading {up.name} ({up.size / 2**20:.1f} MB)…", expanded=False) as s:
+            try:
+                ad = scio.read(up, filename=up.name, transpose=transpose)
+                s.update(label="Saving to your workspace…")
+                state.set_adata(ad, up.name)
+                s.update(label=f"Loaded {up.name}", state="complete")
+            except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps its previous data
+                s.update(label=f"Could not read {up.name}", state="error")
+                st.session_state["_upload_error"] = f"Could not read **{up.name}**: {exc}"
+    if st.session_state.get("_upload_error"):
+        st.error(st.session_state["_upload_error"] + "  \nYour previous data and runs are unchanged.")
+    if demo:
+        with guard("Loading the demo"), st.status("Loading the PBMC demo…") as s:
+            from .. import datasets
+
+            state.set_adata(datasets.demo(), "PBMC demo (700 cells)")
+            s.update(label="PBMC demo loaded", state="complete")
+
+
+def summary_section() -> None:
+    ad = state.adata()
+    summ = scio.describe(ad)
+    info = state.dataset_state()
+    st.subheader(info.get("dataset_name", "Dataset"))
+    cols = st.columns(4)
+    cols[0].metric("Cells", f"{summ.n_cells:,}")
+    cols[1].metric("Genes", f"{summ.n_genes:,}")
+    cols[2].metric("Raw counts", "yes" if summ.counts_location else "no",
+                   help=f"Raw integer counts found in {summ.counts_location}" if summ.counts_location else
+                   "X looks normalised: count-based methods (most deep methods) need raw counts.")
+    cols[3].metric("Annotation columns", len(summ.annotation_columns))
+    st.caption(summ.to_text())
+    if not summ.counts_location:
+        st.warning("No raw counts: the deep methods need raw integer counts; only Leiden/K-means will run.")
+    options = ["(none)"] + summ.annotation_columns
+    current = state.workspace().reference()
+    idx = options.index(current) if current in options else 0
+    ref = st.selectbox("Reference annotation (used only to score and compare clusterings, never to train)",
+                       options, index=idx, key="ref_pick")
+    new = None if ref == "(none)" else ref
+    if new != current:
+        state.workspace().set_reference(new)
+    if new:
+        counts = ad.obs[new].astype(str).value_counts()
+        st.caption(f"{new}: {len(counts)} categories — " + ", ".join(f"{k} ({v})" for k, v in counts.head(12).items())
+                   + (" …" if len(counts) > 12 else ""))
+
+
+def qc_section() -> None:
+    ad = state.adata()
+    st.subheader("Quality control")
+    try:
+        qc = qc_metrics(ad)
+    except ValueError as exc:
+        st.info(f"QC plots need raw counts. {exc}")
+        return
+    with st.form("qc_filter"):
+        c = st.columns(5)
+        min_genes = c[0].number_input("Min genes per cell", 0, 100000, 0, key="f_min_genes")
+        max_genes = c[1].number_input("Max genes per cell (0 = none)", 0, 1000000, 0, key="f_max_genes")
+        min_counts = c[2].number_input("Min counts per cell", 0, 10**9, 0, key="f_min_counts")
+        max_mito = c[3].number_input("Max % mitochondrial", 0.0, 100.0, 100.0, key="f_max_mito",
+                                     disabled="pct_mito" not in qc,
+                                     help=None if "pct_mito" in qc else "No MT- genes in the gene names")
+        min_cells = c[4].number_input("Min cells per gene", 0, 100000, 0, key="f_min_cells")
+        apply = st.form_submit_button("Apply filter")
+    thr = {"n_genes": (min_genes or None, max_genes or None), "total_counts": (min_counts or None, None),
+           "pct_mito": (None, max_mito if max_mito < 100 else None)}
+    st.plotly_chart(plots.qc_histograms(qc, thresholds=thr), key="qc_hist")
+    keep = (qc["n_genes"] >= min_genes) & (qc["total_counts"] >= min_counts)
+    if max_genes:
+        keep &= qc["n_genes"] <= max_genes
+    if "pct_mito" in qc and max_mito < 100:
+        keep &= qc["pct_mito"] <= max_mito
+    st.caption(f"With these thresholds {int(keep.sum()):,} of {len(qc):,} cells are kept.")
+    if apply:
+        with guard("Filtering"), st.status("Filtering cells and genes…") as s:
+            params = dict(min_genes=int(min_genes), max_genes=int(max_genes) or None, min_counts=int(min_counts),
+                          max_pct_mito=float(max_mito) if max_mito < 100 else None, min_cells=int(min_cells))
+            out = filter_cells_genes(ad, **params)
+            state.set_adata(out, state.dataset_state().get("dataset_name", "dataset"), filtered_from_original=True,
+                            filter_params=params)
+            s.update(label=f"Kept {out.n_obs:,} cells × {out.n_vars:,} genes", state="complete")
+            st.rerun()
+    if state.workspace().original_path.exists():
+        f = state.dataset_state().get("filter") or {}
+        st.info("This data is QC-filtered (" + ", ".join(f"{k}={v}" for k, v in f.items() if v) + ").")
+        if st.button("Undo filtering", key="undo_filter"):
+            with guard("Undo filtering"):
+                state.workspace().undo_filter()
+                st.session_state.pop(state.K_ADATA, None)
+                st.rerun()

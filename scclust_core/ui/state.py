@@ -1,0 +1,152 @@
+"""Session/workspace state for the app: typed getters over ``st.session_state`` backed by the workspace on disk.
+
+The workspace id lives in the URL (``?ws=<id>``): a refresh or a server restart reopens the same workspace (dataset,
+edits, runs are reloaded from disk), a browser session without the parameter gets a new one. Durable things
+are on disk; ``session_state`` only caches them (the loaded AnnData, loaded results, 2-D views).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+from anndata import AnnData
+
+from .. import jobs as _jobs
+from ..runs import RunRecord, load_result
+from ..workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+K_WS = "_scclust_ws"
+K_ADATA = "_scclust_adata"  # (fingerprint, AnnData)
+K_RESULTS = "_scclust_results"  # run_id -> MethodResult
+K_LOGNORM = "_scclust_lognorm"  # (fingerprint, AnnData)
+K_RUN = "current_run"  # run id chosen in Explore/Markers/Export (plain key: survives page switches)
+
+
+def init() -> Workspace:
+    """Open this session's workspace (from ``?ws=``, or a new one written into the URL)."""
+    ws = st.session_state.get(K_WS)
+    wanted = st.query_params.get("ws")
+    if ws is None or (wanted and wanted != ws.id):
+        ws = Workspace.open(wanted)
+        st.session_state[K_WS] = ws
+        st.session_state.pop(K_ADATA, None)
+        st.session_state.pop(K_RESULTS, None)
+        st.session_state.pop(K_LOGNORM, None)
+    if st.query_params.get("ws") != ws.id:
+        st.query_params["ws"] = ws.id
+    st.session_state.setdefault(K_RESULTS, {})
+    return ws
+
+
+def workspace() -> Workspace:
+    return st.session_state[K_WS] if K_WS in st.session_state else init()
+
+
+def dataset_state() -> dict[str, Any]:
+    return workspace().load_state()
+
+
+def adata() -> AnnData | None:
+    """The current dataset (loaded from the workspace once per session and dataset)."""
+    ws = workspace()
+    fp = ws.fingerprint
+    cached = st.session_state.get(K_ADATA)
+    if cached is not None and cached[0] == fp:
+        return cached[1]
+    if not ws.has_dataset():
+        return None
+    with st.spinner("Opening the dataset of this workspace…"):
+        ad = ws.load_dataset()
+    st.session_state[K_ADATA] = (fp, ad)
+    return ad
+
+
+def set_adata(ad: AnnData, name: str, **kw) -> None:
+    ws = workspace()
+    state = ws.set_dataset(ad, name, **kw)
+    st.session_state[K_ADATA] = ((state.get("fingerprint") or {}).get("sha256"), ad)
+    st.session_state.pop(K_LOGNORM, None)
+    st.session_state.pop(K_RUN, None)
+
+
+def lognorm() -> AnnData | None:
+    from ..markers import lognormalized
+
+    ad = adata()
+    if ad is None:
+        return None
+    fp = workspace().fingerprint
+    cached = st.session_state.get(K_LOGNORM)
+    if cached is not None and cached[0] == fp:
+        return cached[1]
+    ln = lognormalized(ad)
+    st.session_state[K_LOGNORM] = (fp, ln)
+    return ln
+
+
+def reference() -> str | None:
+    ref = workspace().reference()
+    ad = adata()
+    return ref if ad is not None and ref in ad.obs else None
+
+
+def jobs() -> dict[str, _jobs.TrainingJob]:
+    return _jobs.jobs_for(workspace().id)
+
+
+def active_job() -> _jobs.TrainingJob | None:
+    running = [j for j in jobs().values() if j.running]
+    return running[-1] if running else None
+
+
+def runs(*, finished_only: bool = False) -> list[RunRecord]:
+    recs = workspace().list_runs(active_ids=_jobs.active_run_ids(workspace().id))
+    if finished_only:
+        recs = [r for r in recs if r.has_result and (r.path / "result.json").exists()]
+    return recs
+
+
+def run_label(rec: RunRecord) -> str:
+    m = rec.meta
+    k = m.get("n_clusters")
+    met = m.get("metrics") or {}
+    score = f"ARI {met['ari']:.2f}" if isinstance(met.get("ari"), (int, float)) else (
+        f"sil. {met['silhouette']:.2f}" if isinstance(met.get("silhouette"), (int, float)) else "")
+    when = (m.get("started_at") or "")[11:16]
+    parts = [m.get("method", "?"), m.get("preset") or "", f"K={k}" if k else "", score, when, rec.status]
+    return " · ".join(p for p in parts if p) + f"  [{rec.run_id.rsplit('_', 1)[-1]}]"
+
+
+def result(run_id: str):
+    cache = st.session_state.setdefault(K_RESULTS, {})
+    if run_id not in cache:
+        cache[run_id] = load_result(workspace().run_dir(run_id))
+    return cache[run_id]
+
+
+def labels(run_id: str, *, edited: bool = True) -> pd.Series:
+    ad = adata()
+    return workspace().run_labels(run_id, ad.n_obs, edited=edited)
+
+
+def choose_run(label: str = "Run", *, key: str = "run_pick", help: str | None = None) -> RunRecord | None:
+    """Select box over the finished runs on this dataset; the choice is shared by every page."""
+    recs = runs(finished_only=True)
+    if not recs:
+        return None
+    ids = [r.run_id for r in recs]
+    current = st.session_state.get(K_RUN)
+    index = ids.index(current) if current in ids else 0
+    by_id = {r.run_id: r for r in recs}
+
+    def _keep():
+        st.session_state[K_RUN] = st.session_state[key]
+
+    chosen = st.selectbox(label, ids, index=index, format_func=lambda i: run_label(by_id[i]), key=key,
+                          on_change=_keep, help=help)
+    st.session_state[K_RUN] = chosen
+    return by_id[chosen]

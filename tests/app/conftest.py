@@ -1,0 +1,64 @@
+"""Fixtures for the app tests: a tiny synthetic dataset and a workspace holding a finished K-means run."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from scclust_core import datasets
+from scclust_core.jobs import TrainingJob
+from scclust_core.methods import get_method
+from scclust_core.workspace import Workspace
+
+
+@pytest.fixture(scope="session")
+def _tiny_session():
+    return datasets.synthetic(150, 80, 3, seed=0)
+
+
+@pytest.fixture
+def tiny(_tiny_session):
+    """150 cells × 80 genes of counts, 3 clusters in obs['cell_type'] (fresh copy)."""
+    return _tiny_session.copy()
+
+
+@pytest.fixture
+def ws_root(tmp_path, monkeypatch):
+    root = tmp_path / "workspaces"
+    monkeypatch.setenv("SCCLUST_WORKSPACES", str(root))
+    return root
+
+
+def kmeans_config(k: int = 3):
+    return get_method("kmeans").Config.from_preset(None, n_clusters=k, n_top_genes=60, n_pcs=10, n_init=2)
+
+
+@pytest.fixture
+def kmeans_cfg():
+    """Factory of a quick K-means config: ``kmeans_cfg(k=3)``."""
+    return kmeans_config
+
+
+@pytest.fixture(scope="session")
+def _finished_template(tmp_path_factory, _tiny_session):
+    """A workspace (built once) with the tiny dataset, reference 'cell_type' and one finished kmeans run."""
+    root = tmp_path_factory.mktemp("ws_template")
+    ws = Workspace("testws0001", root)
+    ws.set_dataset(_tiny_session.copy(), "tiny synthetic")
+    ws.set_reference("cell_type")
+    job = TrainingJob(_tiny_session, "kmeans", kmeans_config(), runs_root=ws.runs_dir, label_key="cell_type",
+                      workspace=ws.id).start()
+    assert job.join(120) and job.status == "completed", job.error
+    # a stand-in 2-D view so page tests do not spend time compiling UMAP (test_core_embed tests the real one)
+    emb = job.result.full_embedding()
+    np.save(ws.cache_dir / f"{job.run_id}_umap.npy", emb[:, :2].astype(np.float32))
+    return root, job.run_id
+
+
+@pytest.fixture
+def finished_ws(_finished_template, ws_root):
+    """(Workspace, run_id) copied fresh for each test under $SCCLUST_WORKSPACES."""
+    src_root, run_id = _finished_template
+    shutil.copytree(src_root / "testws0001", ws_root / "testws0001")
+    return Workspace("testws0001", ws_root), run_id
