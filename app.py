@@ -7,20 +7,25 @@ from scclust_core.ui import common, sidebar, state
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-st.set_page_config(page_title="scclust · single-cell clustering", page_icon="🧬", layout="wide")
+st.set_page_config(page_title="scclust · single-cell clustering", page_icon=":material/biotech:", layout="wide")
 state.init()
-sidebar.card()
 
 pages = {
     "Workflow": [
-        st.Page("pages/1_data.py", title="Data", icon="📂", default=True),
-        st.Page("pages/2_cluster.py", title="Cluster", icon="🧮"),
-        st.Page("pages/3_explore.py", title="Explore", icon="🔭"),
-        st.Page("pages/4_markers.py", title="Markers", icon="🧪"),
-        st.Page("pages/5_compare.py", title="Compare", icon="⚖️"),
-        st.Page("pages/6_export.py", title="Export", icon="💾"),
+        st.Page("pages/1_data.py", title="Data", icon=":material/upload_file:", default=True),
+        st.Page("pages/2_cluster.py", title="Cluster", icon=":material/hub:"),
+        st.Page("pages/3_explore.py", title="Explore", icon=":material/scatter_plot:"),
+        st.Page("pages/4_markers.py", title="Markers", icon=":material/genetics:"),
+        st.Page("pages/5_compare.py", title="Compare", icon=":material/compare_arrows:"),
+        st.Page("pages/6_export.py", title="Export", icon=":material/download:"),
     ]
 }
 page = st.navigation(pages)
-with common.guard(page.title):
-    page.run()
+st.session_state[common.ROUTER_FLAG] = True  # pages check it (see common.page_setup)
+st.session_state[common.ROUTER_FIX_TRIED] = False
+try:
+    with common.guard(page.title):
+        page.run()
+finally:
+    st.session_state[common.ROUTER_FLAG] = False
+    sidebar.card()  # drawn after the page so it shows what the page just did (also when the page stops early)

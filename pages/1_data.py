@@ -1,9 +1,10 @@
 import streamlit as st
 
-from scclust_core.ui import data_ui, state
+from scclust_core.ui import common, data_ui, state
 from scclust_core.ui.common import guard
 
-st.title("📂 Data")
+common.page_setup()
+st.title("Data")
 st.caption("Upload a single-cell count matrix or open the built-in PBMC demo. "
            "Everything is saved in your workspace, so a refresh or a restart loses nothing.")
 
@@ -22,4 +23,4 @@ with guard("Quality control"):
 with st.expander("Preview of the cell annotations (obs)"):
     st.dataframe(state.adata().obs.head(50))
 
-st.page_link("pages/2_cluster.py", label="Next: cluster the cells", icon="➡️")
+st.page_link("pages/2_cluster.py", label="Next: cluster the cells", icon=":material/arrow_forward:")

@@ -2,25 +2,32 @@ import streamlit as st
 
 from scclust_core.ui import cluster_ui, common, live, state
 
-st.title("🧮 Cluster")
+common.page_setup()
+st.title("Cluster")
 if not common.need_data():
     st.stop()
 
-with st.container(border=True):
-    with common.guard("Setting up the run"):
-        cluster_ui.settings_and_start()
-
 job = state.active_job()
-if job is None:
-    # a job that just ended in this session (or a refresh during training) is shown from memory or disk
+if job is None:  # a job of this session that just ended is still shown from memory
     last = st.session_state.get("last_started_run")
     job = state.jobs().get(last) if last else None
 
 if job is not None and job.running:
-    live.live_panel(job)
+    live.live_panel(job)  # training keeps going when you switch pages; its view is here when you come back
+    with st.expander("Settings for the next run"):
+        with common.guard("Setting up the run"):
+            cluster_ui.settings_and_start()
 else:
     recs = state.runs()
-    if recs:
+    just_ran = job is not None and recs and recs[0].run_id == job.run_id
+    if just_ran:  # results first, the settings for another run folded below them
+        st.subheader("Latest run")
+        with common.guard("Showing the run"):
+            live.run_summary(recs[0])
+    with st.expander("Settings for a new run", expanded=not just_ran):
+        with common.guard("Setting up the run"):
+            cluster_ui.settings_and_start()
+    if recs and not just_ran:
         st.subheader("Latest run")
         with common.guard("Showing the run"):
             live.run_summary(recs[0])
@@ -29,8 +36,5 @@ recs = state.runs()
 if recs:
     st.subheader(f"All runs on this dataset ({len(recs)})")
     st.dataframe(live.runs_table(recs), hide_index=True,
-                 column_config={"ARI": st.column_config.NumberColumn(format="%.3f"),
-                                "NMI": st.column_config.NumberColumn(format="%.3f"),
-                                "CA": st.column_config.NumberColumn(format="%.3f"),
-                                "silhouette": st.column_config.NumberColumn(format="%.3f")})
-    st.page_link("pages/3_explore.py", label="Explore the clusters", icon="🔭")
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("ARI", "NMI", "CA", "silhouette")})
+    st.page_link("pages/3_explore.py", label="Explore the clusters", icon=":material/scatter_plot:")

@@ -4,7 +4,8 @@ from scclust_core import plots
 from scclust_core.embed import KINDS
 from scclust_core.ui import common, explore_ui, state
 
-st.title("🔭 Explore")
+common.page_setup()
+st.title("Explore")
 if not common.need_data() or not common.need_run():
     st.stop()
 

@@ -2,7 +2,8 @@ import streamlit as st
 
 from scclust_core.ui import common, markers_ui, state
 
-st.title("🧪 Markers")
+common.page_setup()
+st.title("Markers")
 st.caption("Genes that distinguish each cluster from all other cells (Wilcoxon rank-sum test, Benjamini-Hochberg "
            "adjusted p-values, on log-normalised expression).")
 if not common.need_data() or not common.need_run():

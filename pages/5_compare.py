@@ -2,7 +2,8 @@ import streamlit as st
 
 from scclust_core.ui import common, compare_ui, state
 
-st.title("⚖️ Compare")
+common.page_setup()
+st.title("Compare")
 if not common.need_data() or not common.need_run():
     st.stop()
 

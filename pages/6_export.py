@@ -2,7 +2,8 @@ import streamlit as st
 
 from scclust_core.ui import common, export_ui
 
-st.title("💾 Export")
+common.page_setup()
+st.title("Export")
 if not common.need_data() or not common.need_run():
     st.stop()
 

@@ -10,7 +10,6 @@ Streamlit session) finds the job that is still training and shows its live view 
 """
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time

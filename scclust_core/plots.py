@@ -96,9 +96,18 @@ def loss_curves(history: Iterable, *, title: str = "Loss per component") -> go.F
                                          line_color=_PALETTE[i % len(_PALETTE)]))
                 i += 1
     _shade_phases(fig, df)
+    _epoch_ticks(fig, df)
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="loss", height=340, legend_title_text="component",
                       **_LAYOUT)
     return fig
+
+
+def _epoch_ticks(fig: go.Figure, df: pd.DataFrame) -> None:
+    """Whole-number epoch ticks (no 1.5 epochs on short runs)."""
+    if df["epoch"].max() <= 20:
+        fig.update_xaxes(dtick=1)
+    else:
+        fig.update_xaxes(tickformat="d")
 
 
 def _shade_phases(fig: go.Figure, df: pd.DataFrame) -> None:
@@ -114,14 +123,16 @@ def metric_curves(history: Iterable, *, title: str = "Agreement per epoch") -> g
     """ARI/NMI against the reference annotation (or silhouette without one) per epoch."""
     df = _history_frame(history)
     fig = go.Figure()
-    mcols = [c for c in df.columns if c.startswith("metric_")] if not df.empty else []
     names = {"metric_ari": "ARI", "metric_nmi": "NMI", "metric_silhouette": "silhouette", "metric_ca": "accuracy"}
+    mcols = [c for c in names if c in df.columns] if not df.empty else []  # scores only (not e.g. the lr)
     for i, c in enumerate(mcols):
-        if df[c].notna().any():
-            fig.add_trace(go.Scatter(x=df["epoch"], y=df[c], mode="lines+markers", marker_size=4,
+        sub = df[df[c].notna()]  # methods score only some epochs: connect the scored ones
+        if len(sub):
+            fig.add_trace(go.Scatter(x=sub["epoch"], y=sub[c], mode="lines+markers", marker_size=5,
                                      name=names.get(c, c[7:]), line_color=_PALETTE[(i + 3) % len(_PALETTE)]))
     if not df.empty:
         _shade_phases(fig, df)
+        _epoch_ticks(fig, df)
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="score", height=340, **_LAYOUT)
     return fig
 
@@ -167,7 +178,9 @@ def snapshot_grid(snapshots: Sequence, reference: Sequence | None = None, *, max
     fig = make_subplots(rows=rows, cols=len(snaps), subplot_titles=titles + [""] * len(snaps) * (rows - 1),
                         horizontal_spacing=0.01, vertical_spacing=0.04)
     n_clusters = max(int(np.max(s.labels)) + 1 for s in snaps)
-    ccols = palette([str(i) for i in range(n_clusters)])
+    # another palette than the reference's, so cluster 0 and the first cell type do not look the same
+    alt = pc.qualitative.Alphabet + pc.qualitative.Dark24
+    ccols = {str(i): alt[i % len(alt)] for i in range(n_clusters)}
     if reference is not None:
         ref = pd.Series(reference)
         rcols = palette(_categories(ref))
@@ -368,7 +381,7 @@ def sankey(a: Sequence, b: Sequence, *, a_name: str = "clusters", b_name: str = 
     cb = [c for c in cb if (sb == c).any()]
     tab = pd.crosstab(sa, sb).reindex(index=ca, columns=cb, fill_value=0)
     colors_a, colors_b = palette(ca), palette(cb)
-    labels = [f"{a_name}: {c}" for c in ca] + [f"{b_name}: {c}" for c in cb]
+    labels = list(ca) + list(cb)  # left column = a, right column = b (named in the title)
     src, dst, val, lcol = [], [], [], []
     for i, c in enumerate(ca):
         for j, d in enumerate(cb):
@@ -383,7 +396,7 @@ def sankey(a: Sequence, b: Sequence, *, a_name: str = "clusters", b_name: str = 
         node=dict(label=labels, pad=12, thickness=14, color=[colors_a[c] for c in ca] + [colors_b[c] for c in cb]),
         link=dict(source=src, target=dst, value=val, color=lcol),
     ))
-    fig.update_layout(title=f"{a_name} → {b_name}", height=max(420, 22 * max(len(ca), len(cb)) + 120),
+    fig.update_layout(title=f"{a_name} (left) → {b_name} (right)", height=max(420, 22 * max(len(ca), len(cb)) + 120),
                       template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
     return fig
 

@@ -22,6 +22,8 @@ import scanpy as sc
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .io import is_integer_counts
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -30,16 +32,9 @@ __all__ = [
 ]
 
 
-def is_integer_matrix(m, *, max_values: int = 2_000_000) -> bool:
-    """Non-negative and integer-valued (checked on up to ``max_values`` stored values, for speed)."""
-    data = m.data if sp.issparse(m) else np.asarray(m).ravel()
-    if data.size == 0:
-        return True
-    if data.size > max_values:
-        data = data[np.linspace(0, data.size - 1, max_values).astype(np.int64)]
-    if not np.isfinite(data).all() or (data < 0).any():
-        return False
-    return bool(np.all(np.abs(data - np.rint(data)) < 1e-6))
+def is_integer_matrix(m) -> bool:
+    """Non-negative and integer-valued (see :func:`scclust_core.io.is_integer_counts`)."""
+    return is_integer_counts(m)
 
 
 def get_counts(adata: AnnData):

@@ -161,6 +161,7 @@ def test_auto_hvg_search_is_label_free_and_reports(small):
     assert len(res.history) == 2  # only the final run is reported per epoch
 
 
+@pytest.mark.slow  # scanpy's neighbour graph JIT-compiles (numba) on its first call in a process
 def test_leiden_when_k_unknown(small):
     res = get_method("contrastive_sc").fit(small, _cfg(n_clusters=None, leiden_neighbors=30, epochs=2))
     assert res.labels.shape == (len(res.cell_index),)

@@ -186,6 +186,7 @@ def test_same_seed_same_result(small):
     assert np.array_equal(a.labels, c.labels)
 
 
+@pytest.mark.slow  # scanpy neighbours JIT-compiles on first use
 def test_leiden_estimates_k(small):
     res = get_method("scsamac").fit(small, tiny_config(n_clusters=None, cluster_epochs=1))
     assert res.extras["k_estimated"] >= 1 and res.extras["k"] == res.extras["k_estimated"]

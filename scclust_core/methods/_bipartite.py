@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn as nn
 
-__all__ = ["BipartiteGraph", "Subgraph", "hgt_sample", "sample_without_replacement", "cap_rows",
+__all__ = ["BipartiteGraph", "Subgraph", "hgt_sample", "sample_without_replacement", "cap_rows", "capped_neighbours",
            "mean_operator", "BipartiteSAGEEncoder", "MAX_NEIGHBORS"]
 
 #: torch_sparse's ``MAX_NEIGHBORS`` (budget updates and edge reconstruction)
@@ -92,7 +92,10 @@ def _gather(ptr: np.ndarray, nbr: np.ndarray, rows: np.ndarray):
 def cap_rows(row_pos: np.ndarray, deg: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
     """Keep-mask choosing, for every row longer than ``cap``, ``cap`` entries uniformly without replacement.
 
-    ``row_pos`` must be sorted (entries grouped by row, as :func:`_gather` returns them).
+    ``row_pos`` must be sorted (entries grouped by row, as :func:`_gather` returns them). Each entry of a long
+    row gets a U(0, 1) key and the ``cap`` smallest keys of the row are kept (a uniform random subset). Only
+    entries with a key below ``min(1, 2·cap/deg)`` are sorted; a row with fewer than ``cap`` such entries (rare)
+    sorts all of its entries, so the result is exact.
     """
     keep = np.ones(row_pos.size, dtype=bool)
     big = deg > cap
@@ -100,16 +103,62 @@ def cap_rows(row_pos: np.ndarray, deg: np.ndarray, cap: int, rng: np.random.Gene
         return keep
     idx = np.flatnonzero(big[row_pos])
     rp = row_pos[idx]
-    # sorting by (row, random 32-bit key) keeps the rows grouped in the same places and shuffles inside
-    # each row (ties in the key are broken by the sort, not by position: negligible at 2^-32)
-    order = np.argsort((rp << 32) | rng.integers(0, 2**32, size=idx.size, dtype=np.int64))
+    u = rng.random(idx.size)
+    surv = u < np.minimum(1.0, 2.0 * cap / deg)[rp]
+    short = np.bincount(rp[surv], minlength=deg.size) < cap
+    surv |= short[rp]
+    idx, rp, u = idx[surv], rp[surv], u[surv]
+    order = np.argsort(rp + 0.5 * u)  # rows stay grouped, in the same places; sorted by key inside each row
     row_start = np.r_[0, np.flatnonzero(np.diff(rp)) + 1]
     start_of = np.repeat(row_start, np.diff(np.r_[row_start, rp.size]))
     rank = np.arange(rp.size) - start_of  # rank of each sorted entry within its row
-    sub_keep = np.empty(rp.size, dtype=bool)
+    sub_keep = np.zeros(rp.size, dtype=bool)
     sub_keep[order] = rank < cap
+    keep[np.flatnonzero(big[row_pos])] = False
     keep[idx] = sub_keep
     return keep
+
+
+def capped_neighbours(ptr: np.ndarray, nbr: np.ndarray, rows: np.ndarray, cap: int, rng: np.random.Generator):
+    """Neighbour lists of ``rows``, each reduced to a uniform random subset of ``cap`` entries when longer.
+
+    Returns (position of the row in ``rows``, neighbour, full degree per row). Rows with ≤ 4·cap neighbours
+    use :func:`cap_rows`; longer rows draw 2·cap positions with replacement and keep the first ``cap``
+    distinct ones in draw order (sequential sampling without replacement = a uniform subset) without touching
+    the rest of the row; a long row with fewer than ``cap`` distinct draws (practically never) falls back to
+    :func:`cap_rows`. Exact in distribution either way.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = ptr[rows]
+    deg = ptr[rows + 1] - starts
+    heavy = deg > 4 * cap
+    h = np.flatnonzero(heavy)
+    parts_rp, parts_nb = [], []
+    if h.size:
+        m = 2 * cap
+        pos = (rng.random((h.size, m)) * deg[h][:, None]).astype(np.int64)
+        order = np.argsort(pos, axis=1, kind="stable")
+        spos = np.take_along_axis(pos, order, axis=1)
+        first_sorted = np.ones_like(spos, dtype=bool)
+        first_sorted[:, 1:] = spos[:, 1:] != spos[:, :-1]
+        first = np.zeros_like(first_sorted)
+        np.put_along_axis(first, order, first_sorted, axis=1)
+        sel = first & (np.cumsum(first, axis=1) <= cap)
+        ok = sel.sum(axis=1) == cap
+        sel &= ok[:, None]
+        r_i, c_i = np.nonzero(sel)
+        parts_rp.append(h[r_i])
+        parts_nb.append(nbr[starts[h][r_i] + pos[r_i, c_i]])
+        heavy[h[~ok]] = False  # fall back to the exact sort path for those rows
+    light = np.flatnonzero(~heavy)
+    if light.size:
+        rp, nb, dl = _gather(ptr, nbr, rows[light])
+        keep = cap_rows(rp, dl, cap, rng)
+        parts_rp.append(light[rp[keep]])
+        parts_nb.append(nb[keep])
+    if not parts_rp:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), deg
+    return np.concatenate(parts_rp), np.concatenate(parts_nb), deg
 
 
 def sample_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -129,12 +178,11 @@ def _update_budget(budget: np.ndarray, new_nodes: np.ndarray, ptr: np.ndarray, n
     """Add 1/min(deg, cap) to the budget of ≤ cap random not-yet-sampled in-neighbours of each new node."""
     if new_nodes.size == 0:
         return
-    row_pos, nb, deg = _gather(ptr, nbr, new_nodes)
+    row_pos, nb, deg = capped_neighbours(ptr, nbr, new_nodes, cap, rng)
     if nb.size == 0:
         return
-    keep = cap_rows(row_pos, deg, cap, rng)
     w = 1.0 / np.maximum(np.minimum(deg, cap), 1).astype(np.float64)
-    sel = keep & ~src_sampled[nb]
+    sel = ~src_sampled[nb]
     budget += np.bincount(nb[sel], weights=w[row_pos[sel]], minlength=budget.size)
 
 
@@ -150,10 +198,9 @@ def _draw(budget: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 def _edges(dst_nodes: np.ndarray, ptr: np.ndarray, nbr: np.ndarray, src_local: np.ndarray, cap: int,
            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Local (src, dst) edges: ≤ cap random in-neighbours per destination, kept if the source was sampled."""
-    row_pos, nb, deg = _gather(ptr, nbr, dst_nodes)
-    keep = cap_rows(row_pos, deg, cap, rng)
+    row_pos, nb, _ = capped_neighbours(ptr, nbr, dst_nodes, cap, rng)
     src = src_local[nb]
-    keep &= src >= 0
+    keep = src >= 0
     return src[keep].astype(np.int64), row_pos[keep].astype(np.int64)
 
 

@@ -26,7 +26,8 @@ def method_picker() -> str:
     st.session_state[K_METHOD] = name
     r = rows[name]
     fid = r["fidelity"]
-    badge = "🟢 faithful re-implementation" if fid == "faithful" else ("⚪ baseline" if fid == "baseline" else f"🟠 {fid}")
+    badge = (":green-badge[faithful re-implementation]" if fid == "faithful" else
+             (":gray-badge[classic baseline]" if fid == "baseline" else f":orange-badge[{fid}]"))
     st.markdown(f"**{r['summary']}**  \n{badge}  \n*Citation:* {r['citation']}")
     if r.get("recipe"):
         st.caption(f"Preprocessing: {r['recipe']}")
@@ -62,8 +63,10 @@ def k_control(name: str) -> tuple[int | None, str]:
     return None, "estimated"
 
 
-def device_control() -> str:
-    devs = describe_devices()
+def device_control(name: str) -> str:
+    spec = next((f for f in get_method(name).Config.field_specs() if f.name == "device"), None)
+    allowed = set(spec.choices) if spec is not None and spec.choices else {"cpu", "cuda"}
+    devs = [d for d in describe_devices() if d["device"] in allowed]  # methods place models on cuda:0
     labels = {d["device"]: d["name"] + (f" · {d['memory_gib']} GiB" if d.get("memory_gib") else "") for d in devs}
     keys = list(labels)
     default = next((k for k in keys if k.startswith("cuda")), "cpu")
@@ -93,12 +96,12 @@ def start_job(name: str, preset: str | None, params: dict, k: int | None, device
 def settings_and_start() -> None:
     name = method_picker()
     k, _ = k_control(name)
-    device = device_control()
+    device = device_control(name)
     st.markdown("##### Hyperparameters")
     preset, params = forms.config_form(name, key="cfg")
     running = state.active_job()
     c1, c2 = st.columns([1, 4])
-    if c1.button("▶ Start training", type="primary", disabled=running is not None, key="start"):
+    if c1.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running is not None, key="start"):
         try:
             start_job(name, preset, params, k, device)
             st.rerun()

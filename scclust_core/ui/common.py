@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import traceback
 
 import streamlit as st
@@ -10,6 +11,36 @@ import streamlit as st
 from ..jobs import friendly_error
 
 logger = logging.getLogger(__name__)
+
+
+ROUTER_FLAG = "_via_router"
+ROUTER_FIX_TRIED = "_router_fix_tried"
+
+
+def page_setup() -> None:
+    """Call first in every page: make sure the page runs inside the app.py frame (router, sidebar, workspace).
+
+    Streamlit runs the first script of a fresh server in its old "pages/ folder" mode when the app has a
+    ``pages/`` directory, until some run calls ``st.navigation``. A deep link opened right after a restart
+    (``/explore?ws=...``) would then run this page alone. In that case switch the server to ``st.navigation``
+    mode and rerun once, which goes through app.py and keeps the deep link. (Streamlit's AppTest always runs
+    in the old mode and switches pages that way; tests set ``SCCLUST_APPTEST=1`` to render pages directly.)
+    """
+    from . import state
+
+    if st.session_state.get(ROUTER_FLAG):
+        return
+    state.init()
+    if os.environ.get("SCCLUST_APPTEST") or st.session_state.get(ROUTER_FIX_TRIED):
+        return  # render the page on its own (the workspace is open); the next run goes through app.py
+    st.session_state[ROUTER_FIX_TRIED] = True
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+    except Exception:  # noqa: BLE001 - private API: without it the page still renders on its own
+        return
+    st.rerun()
 
 
 @contextlib.contextmanager
@@ -30,7 +61,7 @@ def need_data() -> bool:
 
     if state.adata() is None:
         st.info("No data yet. Open the **Data** page to upload a file or open the PBMC demo.")
-        st.page_link("pages/1_data.py", label="Go to Data", icon="📂")
+        st.page_link("pages/1_data.py", label="Go to Data", icon=":material/upload_file:")
         return False
     return True
 
@@ -40,7 +71,7 @@ def need_run() -> bool:
 
     if not state.runs(finished_only=True):
         st.info("No finished clustering run on this dataset yet. Start one on the **Cluster** page.")
-        st.page_link("pages/2_cluster.py", label="Go to Cluster", icon="🧮")
+        st.page_link("pages/2_cluster.py", label="Go to Cluster", icon=":material/hub:")
         return False
     return True
 

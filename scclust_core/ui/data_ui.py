@@ -45,6 +45,7 @@ def load_section() -> None:
             from .. import datasets
 
             state.set_adata(datasets.demo(), "PBMC demo (700 cells)")
+            state.workspace().set_reference("bulk_labels")
             s.update(label="PBMC demo loaded", state="complete")
 
 

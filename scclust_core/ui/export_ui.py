@@ -100,4 +100,5 @@ def figures_section() -> None:
     else:
         fig = plots.sankey(labels, state.adata().obs[ref].reset_index(drop=True), a_name=rec.method, b_name=ref)
     st.plotly_chart(fig, key="exp_fig_preview")
-    figure_downloads(fig, re.sub(r"\W+", "_", which.lower()) + f"_{rec.run_id.rsplit('_', 1)[-1]}", key="exp_figdl")
+    stem = re.sub(r"\W+", "_", which.lower()) + f"_{rec.run_id.rsplit('_', 1)[-1]}"
+    figure_downloads(fig, stem, key=f"exp_figdl_{stem}")

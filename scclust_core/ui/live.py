@@ -27,17 +27,18 @@ def _reference_for(snapshot_index, label_key: str | None):
     return ad.obs[label_key].iloc[idx].reset_index(drop=True)
 
 
-def training_view(history, snapshots, snapshot_index, *, label_key: str | None, key: str) -> None:
+def training_view(history, snapshots, snapshot_index, *, label_key: str | None, key: str, live: bool = False) -> None:
     """Metrics, loss curves, metric curves and snapshots (shared by the live panel and finished runs)."""
     last = history[-1] if history else None
     if last is not None:
         cols = st.columns(4)
         for i, (name, label) in enumerate([("ari", "ARI"), ("nmi", "NMI"), ("silhouette", "Silhouette")]):
-            if name in last.metrics and np.isfinite(last.metrics[name]):
-                prev = history[-2].metrics.get(name) if len(history) > 1 else None
-                delta = None if prev is None or not np.isfinite(prev) else f"{last.metrics[name] - prev:+.3f}"
+            scored = [h for h in history if np.isfinite(h.metrics.get(name, np.nan))]  # latest scored epoch
+            if scored:
+                cur = scored[-1].metrics[name]
+                delta = f"{cur - scored[-2].metrics[name]:+.3f}" if len(scored) > 1 else None
                 cols[i].metric(label + (" vs " + label_key if label_key and name != "silhouette" else ""),
-                               f"{last.metrics[name]:.3f}", delta)
+                               f"{cur:.3f}", delta, help=f"at epoch {scored[-1].epoch}")
         total = sum(v for v in last.losses.values() if np.isfinite(v))
         cols[3].metric(f"Loss ({last.phase})", f"{total:.4g}")
         c1, c2 = st.columns(2)
@@ -47,7 +48,7 @@ def training_view(history, snapshots, snapshot_index, *, label_key: str | None, 
             key=f"{key}_metrics")
     if snapshots:
         ref = _reference_for(snapshot_index, label_key)
-        st.markdown(f"**Embedding snapshots** ({len(snapshots)} so far) — top: clusters at that epoch"
+        st.markdown(f"**Embedding snapshots** ({len(snapshots)}{' so far' if live else ''}) — top: clusters at that epoch"
                     + (f"; bottom: {label_key}" if ref is not None else ""))
         t1, t2 = st.tabs(["Grid", "Player (slider / play)"])
         with t1:
@@ -89,7 +90,7 @@ def live_panel(job: TrainingJob) -> None:
             if snap.status == "failed":
                 st.error(f"The run failed: {snap.error}")
             training_view(snap.history, snap.snapshots, snap.snapshot_index, label_key=job.label_key,
-                          key=f"live_{job.run_id}")
+                          key=f"live_{job.run_id}", live=snap.running)
         done_key = f"_done_{job.run_id}"
         if not snap.running and not st.session_state.get(done_key):
             st.session_state[done_key] = True

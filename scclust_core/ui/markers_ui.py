@@ -63,7 +63,7 @@ def plots_section(run_id: str, df: pd.DataFrame) -> None:
         st.plotly_chart(fig, key="mk_dot")
         from .common import figure_downloads
 
-        figure_downloads(fig, f"dotplot_{run_id}", key="dl_dot")
+        figure_downloads(fig, f"dotplot_{run_id}", key=f"dl_dot_{run_id}_{abs(hash(tuple(genes)))}")
     with t2:
         st.plotly_chart(plots.heatmap(mean), key="mk_heat")
     with t3:

@@ -10,7 +10,7 @@ def card() -> None:
     ws = state.workspace()
     info = ws.load_state()
     with st.sidebar:
-        st.markdown("### 🧬 scclust")
+        st.markdown("### :material/biotech: scclust")
         if ws.has_dataset():
             st.markdown(f"**Data:** {info.get('dataset_name', 'dataset')}  \n"
                         f"{info.get('n_cells', 0):,} cells × {info.get('n_genes', 0):,} genes")
@@ -20,8 +20,7 @@ def card() -> None:
             st.caption("No data loaded yet.")
         job = state.active_job()
         if job is not None:
-            snap = job.snapshot()
-            st.markdown(f"**Training:** {snap.method} · epoch {snap.epoch}/{snap.total_epochs or '?'}")
+            st.markdown(f"**Training:** {job.method} (live view on the Cluster page)")
         n = len(state.runs(finished_only=True)) if ws.has_dataset() else 0
         st.caption(f"{n} finished run(s) on this data")
         st.divider()

@@ -12,6 +12,12 @@ from scclust_core.methods import get_method
 from scclust_core.workspace import Workspace
 
 
+@pytest.fixture(autouse=True)
+def _apptest_mode(monkeypatch):
+    """AppTest always runs Streamlit's old pages/ mode: let pages render directly (see ui.common.page_setup)."""
+    monkeypatch.setenv("SCCLUST_APPTEST", "1")
+
+
 @pytest.fixture(scope="session")
 def _tiny_session():
     return datasets.synthetic(150, 80, 3, seed=0)

@@ -11,7 +11,7 @@ def _emb():
     return z
 
 
-@pytest.mark.parametrize("kind", ["PCA", "t-SNE"])
+@pytest.mark.parametrize("kind", ["PCA", pytest.param("t-SNE", marks=pytest.mark.slow)])
 def test_views_keep_dropped_cells_nan(kind):
     xy = embed.compute(_emb(), kind)
     assert xy.shape == (120, 2) and np.isnan(xy[5]).all() and np.isfinite(np.delete(xy, 5, 0)).all()
