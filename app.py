@@ -1,5 +1,6 @@
 """scclust app: router and frame (run with ``streamlit run app.py``). Pages live in ``pages/``."""
 import logging
+import sys
 
 import streamlit as st
 
@@ -8,7 +9,14 @@ from scclust_core.ui import common, sidebar, state
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 st.set_page_config(page_title="scclust · single-cell clustering", page_icon=":material/biotech:", layout="wide")
-state.init()
+ws = state.init()
+if "--demo" in sys.argv[1:] and not ws.has_dataset():
+    # `streamlit run app.py -- --demo`: every new workspace opens on the built-in PBMC demo
+    with st.spinner("Opening the built-in PBMC demo…"):
+        from scclust_core import datasets
+
+        state.set_adata(datasets.demo(), "PBMC demo (700 cells)")
+        ws.set_reference("bulk_labels")
 
 pages = {
     "Workflow": [

@@ -23,14 +23,14 @@ else:
     if just_ran:  # results first, the settings for another run folded below them
         st.subheader("Latest run")
         with common.guard("Showing the run"):
-            live.run_summary(recs[0])
+            live.run_details(recs)
     with st.expander("Settings for a new run", expanded=not just_ran):
         with common.guard("Setting up the run"):
             cluster_ui.settings_and_start()
     if recs and not just_ran:
         st.subheader("Latest run")
         with common.guard("Showing the run"):
-            live.run_summary(recs[0])
+            live.run_details(recs)
 
 recs = state.runs()
 if recs:

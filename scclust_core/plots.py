@@ -179,7 +179,7 @@ def snapshot_grid(snapshots: Sequence, reference: Sequence | None = None, *, max
                         horizontal_spacing=0.01, vertical_spacing=0.04)
     n_clusters = max(int(np.max(s.labels)) + 1 for s in snaps)
     # another palette than the reference's, so cluster 0 and the first cell type do not look the same
-    alt = pc.qualitative.Alphabet + pc.qualitative.Dark24
+    alt = pc.qualitative.Dark24 + pc.qualitative.Alphabet
     ccols = {str(i): alt[i % len(alt)] for i in range(n_clusters)}
     if reference is not None:
         ref = pd.Series(reference)

@@ -31,10 +31,23 @@ def method_picker() -> str:
     st.markdown(f"**{r['summary']}**  \n{badge}  \n*Citation:* {r['citation']}")
     if r.get("recipe"):
         st.caption(f"Preprocessing: {r['recipe']}")
+    if r["needs_counts"] and not _has_counts():
+        st.warning("This method needs raw integer counts, and this dataset has none (X looks normalised). "
+                   "Upload the raw count matrix, or use Leiden / K-means.")
     soon = planned_methods()
     if soon:
         st.caption("Coming soon: " + ", ".join(soon))
     return name
+
+
+def _has_counts() -> bool:
+    from ..preprocess import get_counts
+
+    try:
+        get_counts(state.adata())
+        return True
+    except ValueError:
+        return False
 
 
 def k_control(name: str) -> tuple[int | None, str]:

@@ -51,8 +51,12 @@ def guard(what: str):
     except Exception as exc:  # noqa: BLE001 - the page must never turn into a traceback
         logger.exception("%s failed", what)
         st.error(f"**{what} failed.** {friendly_error(exc)}")
-        with st.expander("Technical details"):
-            st.code("".join(traceback.format_exception(exc))[-4000:])
+        details = "".join(traceback.format_exception(exc))[-4000:]
+        try:
+            with st.expander("Technical details"):
+                st.code(details)
+        except Exception:  # noqa: BLE001 - e.g. inside another expander (Streamlit does not nest them)
+            st.caption(f"{type(exc).__name__} (details in the server log)")
 
 
 def need_data() -> bool:

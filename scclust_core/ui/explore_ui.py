@@ -9,12 +9,15 @@ from .. import embed, plots
 from . import state
 
 
-def view_coords(run_id: str, kind: str) -> np.ndarray:
-    """2-D coordinates of the run's learned embedding (cached on disk in the workspace)."""
+def view_coords(run_id: str, kind: str, *, show_status: bool = True) -> np.ndarray:
+    """2-D coordinates of the run's learned embedding (cached on disk in the workspace).
+
+    ``show_status=False`` inside another ``st.status`` (Streamlit does not nest them).
+    """
     res = state.result(run_id)
     cache = state.workspace().cache_dir / f"{run_id}_{kind.replace('-', '').lower()}.npy"
-    if cache.exists():
-        return embed.cached(res.full_embedding(), kind, cache)
+    if cache.exists() or not show_status:
+        return embed.cached(res.full_embedding(), kind, cache, seed=int(res.config.get("seed", 0) or 0))
     with st.status(f"Computing the {kind} of the learned embedding ({res.embedding.shape[0]:,} cells × "
                    f"{res.embedding.shape[1]} dims)…") as s:
         xy = embed.cached(res.full_embedding(), kind, cache, seed=int(res.config.get("seed", 0) or 0))

@@ -21,7 +21,7 @@ def _runs_to_export(ids: list[str]) -> list[export.RunExport]:
         edits = state.workspace().edits(rid)
         out.append(export.RunExport(
             key=export.run_key(rid, rec.method), labels=state.labels(rid), embedding=res.full_embedding(),
-            umap=view_coords(rid, "UMAP"), record=rec.meta, edits=edits,
+            umap=view_coords(rid, "UMAP", show_status=False), record=rec.meta, edits=edits,
             original_labels=state.labels(rid, edited=False) if edits else None))
     return out
 

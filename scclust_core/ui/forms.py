@@ -23,8 +23,25 @@ def _preset_defaults(cfg_cls, preset: str | None) -> dict[str, Any]:
     return defaults
 
 
+_WORDS = {"lr": "learning rate", "hvg": "HVG", "hvgs": "HVGs", "pcs": "PCs", "knn": "kNN", "std": "SD", "sd": "SD",
+          "kmeans": "K-means", "ae": "autoencoder", "zinb": "ZINB", "gcn": "GCN", "iter": "iterations"}
+
+
+def pretty_label(spec: FieldSpec) -> str:
+    """Readable widget label: the config's own label, else its name with abbreviations spelled out."""
+    if spec.label and spec.label != spec.name.replace("_", " "):
+        text = spec.label
+    else:
+        name = spec.name.replace("n_init", "restarts").replace("n_hvg", "n_hvgs")
+        words = name.split("_")
+        if words[0] == "n" and len(words) > 1:
+            words = ["number", "of"] + words[1:]
+        text = " ".join(_WORDS.get(w, w) for w in words)
+    return text[:1].upper() + text[1:]
+
+
 def _widget(spec: FieldSpec, value: Any, wkey: str):
-    label = spec.label[:1].upper() + spec.label[1:]
+    label = pretty_label(spec)
     help_ = spec.help + (" (optional: leave empty for the method's choice)" if spec.optional else "")
     if spec.kind == "bool":
         return st.checkbox(label, value=bool(value), help=help_, key=wkey)

@@ -130,6 +130,16 @@ def run_summary(rec) -> None:
                    "see Explore for its clusters.")
 
 
+def run_details(recs) -> None:
+    """The latest run's summary, with a picker to look at any earlier run of this dataset."""
+    by_id = {r.run_id: r for r in recs}
+    rid = recs[0].run_id
+    if len(recs) > 1:  # the key changes with each new run, so the newest is shown after a run
+        rid = st.selectbox("Show the training record of", list(by_id), format_func=lambda i: state.run_label(by_id[i]),
+                           key=f"cluster_show_{len(recs)}_{recs[0].run_id}")
+    run_summary(by_id[rid])
+
+
 def runs_table(recs) -> pd.DataFrame:
     rows = []
     for r in recs:

@@ -184,3 +184,63 @@ def test_qc_filter_and_undo(finished_ws):
     assert any("QC-filtered" in i.value for i in at.info)
     at.button(key="undo_filter").click().run()
     assert not at.exception and ws.load_state()["n_cells"] == 150
+
+
+@pytest.mark.slow  # the export computes a UMAP (numba compilation, ~20 s on a small CPU)
+def test_second_run_compare_and_export_pages(finished_ws, kmeans_cfg):
+    from scclust_core.jobs import TrainingJob
+
+    ws, first = finished_ws
+    job = TrainingJob(ws.load_dataset(), "kmeans", kmeans_cfg(k=2), runs_root=ws.runs_dir, workspace=ws.id).start()
+    assert job.join(120) and job.status == "completed"
+    import numpy as np
+
+    # no cached UMAP for this run: the export computes it (inside its own status box)
+    at = _app(ws.id)
+    at.switch_page("pages/2_cluster.py").run()
+    assert not at.exception and not at.error
+    picker = [s for s in at.selectbox if s.label == "Show the training record of"]
+    assert picker and len(picker[0].options) == 2
+    at.switch_page("pages/5_compare.py").run()
+    target = at.selectbox(key="cmp_target")
+    run_option = next(o for o in target.options if o.startswith("run: "))
+    target.set_value(run_option).run()
+    assert not at.exception and not at.error
+    assert any(m.label == "ARI" for m in at.metric)
+    at.switch_page("pages/6_export.py").run()
+    at.multiselect(key="exp_runs").set_value([first, job.run_id]).run()
+    at.button(key="exp_build").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["_export_h5ad"][1][:8] == b"\x89HDF\r\n\x1a\n"
+
+
+def test_every_registered_method_gets_a_form(finished_ws):
+    """The Cluster page lists every registered method and draws its generated form (presets, reset)."""
+    from scclust_core.methods import list_methods
+
+    ws, _ = finished_ws
+    at = _app(ws.id)
+    at.switch_page("pages/2_cluster.py").run()
+    assert {o.split(" — ")[0] for o in at.selectbox(key="method_pick").options} == set(list_methods())
+    for name in list_methods():
+        at.selectbox(key="method_pick").set_value(name).run()
+        assert not at.exception, name
+        assert not at.error, (name, [e.value for e in at.error])
+        assert at.number_input  # the generated hyperparameter widgets
+        reset = [b for b in at.button if b.label == "Reset to defaults"]
+        if reset:
+            reset[0].click().run()
+            assert not at.exception, name
+
+
+def test_pretty_labels():
+    from scclust_core.config import FieldSpec
+    from scclust_core.ui.forms import pretty_label
+
+    def spec(name, label=None):
+        return FieldSpec(name, "int", 1, False, "", None, None, None, False, label or name.replace("_", " "))
+
+    assert pretty_label(spec("n_hvg")) == "Number of HVGs"
+    assert pretty_label(spec("lr")) == "Learning rate"
+    assert pretty_label(spec("kmeans_n_init")) == "K-means restarts"
+    assert pretty_label(spec("tau", "temperature τ")) == "Temperature τ"

@@ -60,9 +60,9 @@ def _flow(page, server, shot, tmp_path):
     _goto_page(page, "Cluster")
     if "contrastive_sc" not in list_methods():
         pytest.skip("contrastive_sc is not registered yet: the training part of the e2e flow needs it")
-    page.get_by_role("textbox", name="N hvg").wait_for()
-    page.get_by_role("textbox", name="N hvg").fill("300")
-    page.get_by_role("textbox", name="N hvg").press("Tab")
+    page.get_by_role("textbox", name="Number of HVGs").wait_for()
+    page.get_by_role("textbox", name="Number of HVGs").fill("300")
+    page.get_by_role("textbox", name="Number of HVGs").press("Tab")
     page.get_by_role("spinbutton", name="Epochs").fill("14")
     page.get_by_role("spinbutton", name="Epochs").press("Tab")
     page.get_by_text(re.compile(r"Advanced parameters")).click()
