@@ -111,10 +111,14 @@ def _config_for(name: str, *, k: int, seed: int, preset: str | None, sets: dict[
 
 def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, preset: str | None = None,
               sets: dict[str, str] | None = None, label_key: str = "cell_type", out: str | Path | None = None,
-              stream: TextIO = sys.stderr) -> list[dict[str, Any]]:
-    """Run the benchmark; returns the rows (and appends them to ``out`` as CSV when given)."""
+              stream: TextIO | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark; returns the rows (and appends them to ``out`` as CSV when given).
+
+    Progress goes to ``stream`` (default: the current ``sys.stderr``).
+    """
     from .io import read
 
+    stream = stream if stream is not None else sys.stderr
     methods = list(methods)
     sets = dict(sets or {})
     for name in methods:

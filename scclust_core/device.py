@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
-__all__ = ["cuda_available", "resolve_device", "describe_devices", "set_threads"]
+__all__ = ["cuda_available", "resolve_device", "describe_devices", "set_threads", "torch_threads"]
 
 
 def cuda_available() -> bool:
@@ -39,10 +41,36 @@ def describe_devices() -> list[dict]:
 
 
 def set_threads() -> int:
-    """Use every core, but no more: oversubscribing a small CPU slows torch down."""
+    """Use every core, but no more: oversubscribing a small CPU slows torch down.
+
+    ``SCCLUST_THREADS=n`` overrides this: on a machine shared with other jobs, fewer threads than cores is
+    often faster (measured here: 1 thread beat 2 by several times while other jobs loaded both cores).
+    """
     import torch
 
-    n = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    env = os.environ.get("SCCLUST_THREADS", "").strip()
+    if env:
+        try:
+            n = max(1, int(env))
+        except ValueError:
+            raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}") from None
+    else:
+        n = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+@contextmanager
+def torch_threads(n: int, device: str = "cpu") -> Iterator[None]:
+    """Run a block with ``n`` torch CPU threads (0 = leave as is), restoring the previous number after."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if device == "cpu" and n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != prev:
+            torch.set_num_threads(prev)

@@ -9,15 +9,11 @@ from ._run import run_method, write_result
 # Registration: classic baselines first, then the deep methods. One line per method.
 from . import classic  # noqa: E402,F401  (leiden, kmeans)
 
-# TEMPORARY during parallel development (the lead replaces this by plain imports before landing):
-import importlib as _il  # noqa: E402
-
-for _m in ("contrastive_sc", "cicl", "scsamac", "scamac", "scgpcl"):
-    try:
-        _il.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"{__name__}.{_m}":
-            raise
+from . import contrastive_sc  # noqa: E402,F401
+from . import cicl  # noqa: E402,F401
+from . import scsamac  # noqa: E402,F401
+from . import scamac  # noqa: E402,F401
+from . import scgpcl  # noqa: E402,F401
 
 #: every name the project will register; methods not yet implemented are reported by ``planned_methods``
 PLANNED = ("leiden", "kmeans", "contrastive_sc", "cicl", "scsamac", "scgpcl", "scamac")

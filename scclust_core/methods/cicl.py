@@ -57,6 +57,7 @@ import torch
 from anndata import AnnData
 from sklearn.cluster import KMeans
 
+from ..device import torch_threads
 from ..config import MethodConfig, param
 from ..losses import info_nce, nt_xent, student_t_q
 from ..preprocess import recipe_r2
@@ -162,14 +163,8 @@ class CICL(ClusteringMethod):
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
     def train(self, data: Prepared, config: CICLConfig, ctx: FitContext):  # type: ignore[override]
-        prev = torch.get_num_threads()
-        if ctx.device == "cpu" and config.torch_threads > 0:
-            torch.set_num_threads(config.torch_threads)
-        try:
+        with torch_threads(config.torch_threads, ctx.device):
             return self._train(data, config, ctx)
-        finally:
-            if torch.get_num_threads() != prev:
-                torch.set_num_threads(prev)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
