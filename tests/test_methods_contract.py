@@ -90,3 +90,13 @@ def test_callback_receives_train_begin_and_end(counts_adata):
 
     run_method(counts_adata, "kmeans", n_clusters=3, callback=Rec(), n_top_genes=100, n_pcs=10)
     assert events == [("begin", counts_adata.n_obs), ("end", "completed")]
+
+
+def test_core_does_not_import_streamlit():
+    """Only scclust_core.ui may import streamlit: the library must work in notebooks and the CLI."""
+    import subprocess
+    import sys
+
+    code = "import sys, scclust_core, scclust_core.jobs, scclust_core.plots; assert 'streamlit' not in sys.modules"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
