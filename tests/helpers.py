@@ -23,3 +23,38 @@ def synthetic_counts(n_cells: int = 150, n_genes: int = 60, k: int = 3, seed: in
     ad = AnnData(sp.csr_matrix(x), obs=obs)
     ad.var_names = [f"gene{i}" for i in range(n_genes)]
     return ad
+
+
+class Recorder:
+    """Test callback: records epoch logs, snapshot epochs, the end status, and stops after ``stop_after`` epochs.
+
+    ``logs`` holds the EpochLogs, ``epochs`` their epoch numbers, ``snaps`` the epochs of snapshots taken at an
+    epoch's end, ``extra`` (alias ``extra_snaps``) those taken outside one (epoch 0 and the final one).
+    """
+
+    def __init__(self, stop_after: int | None = None):
+        self.logs: list = []
+        self.epochs: list[int] = []
+        self.snaps: list[int] = []
+        self.extra: list[int] = []
+        self.extra_snaps = self.extra
+        self.stop_after = stop_after
+        self.ended: str | None = None
+
+    def on_train_begin(self, info) -> None:
+        pass
+
+    def on_epoch_end(self, log, snapshot) -> None:
+        self.logs.append(log)
+        self.epochs.append(log.epoch)
+        if snapshot is not None:
+            self.snaps.append(snapshot.epoch)
+
+    def on_snapshot(self, snapshot) -> None:
+        self.extra.append(snapshot.epoch)
+
+    def on_train_end(self, result) -> None:
+        self.ended = result.status
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.logs) >= self.stop_after

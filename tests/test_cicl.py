@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from scclust_core.losses import info_nce
-from scclust_core.methods import Callback, get_method
+from scclust_core.methods import get_method
 from scclust_core.methods._cicl_model import CICLEncoder, CICLHead, cluster_aware_loss, make_views
 from scclust_core.methods.cicl import CICLConfig, _n_shards
+from helpers import Recorder as _Recorder
 
 
 def _synthetic(n_cells=160, n_genes=80, n_clusters=3, seed=0):
@@ -30,22 +31,6 @@ def _cfg(**kw):
                 n_layers=2, kmeans_n_init=2, torch_threads=1)
     base.update(kw)
     return CICLConfig.from_preset("cpu", **base)
-
-
-class _Recorder(Callback):
-    def __init__(self, stop_after=None):
-        self.epochs, self.snaps, self.extra_snaps, self.stop_after = [], [], [], stop_after
-
-    def on_epoch_end(self, log, snapshot):
-        self.epochs.append(log.epoch)
-        if snapshot is not None:
-            self.snaps.append(snapshot.epoch)
-
-    def on_snapshot(self, snapshot):
-        self.extra_snaps.append(snapshot.epoch)
-
-    def should_stop(self):
-        return self.stop_after is not None and len(self.epochs) >= self.stop_after
 
 
 # ---------------------------------------------------------------- losses

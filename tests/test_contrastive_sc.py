@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from scclust_core.methods import Callback, get_method
+from scclust_core.methods import get_method
 from scclust_core.methods.contrastive_sc import (ContrastiveRepresentation, ContrastiveSCConfig, cosine_lr,
                                                  minibatches)
 from scclust_core.losses import nt_xent
+from helpers import Recorder as _Recorder
 
 
 def _synthetic(n_cells=200, n_genes=100, n_clusters=3, seed=0):
@@ -28,25 +29,6 @@ def _cfg(**kw):
     base = dict(n_clusters=3, n_hvg=50, epochs=3, snapshot_every=2)
     base.update(kw)
     return ContrastiveSCConfig.from_preset("cpu", **base)
-
-
-class _Recorder(Callback):
-    def __init__(self, stop_after=None):
-        self.epochs, self.snaps, self.extra_snaps, self.stop_after, self.ended = [], [], [], stop_after, None
-
-    def on_epoch_end(self, log, snapshot):
-        self.epochs.append(log.epoch)
-        if snapshot is not None:
-            self.snaps.append(snapshot.epoch)
-
-    def on_snapshot(self, snapshot):
-        self.extra_snaps.append(snapshot.epoch)
-
-    def on_train_end(self, result):
-        self.ended = result.status
-
-    def should_stop(self):
-        return self.stop_after is not None and len(self.epochs) >= self.stop_after
 
 
 # ---------------------------------------------------------------- loss

@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 from anndata import AnnData
-
-from helpers import synthetic_counts as _synthetic_counts
 from scipy import stats
 
 from scclust_core.losses import nb_nll, zinb_nll
-from scclust_core.methods import Callback, get_method
+from scclust_core.methods import get_method
 from scclust_core.methods._attention import CellMHA, chunked_attention
 from scclust_core.methods.scsamac import (ScSAMACConfig, cluster_level_loss, mask_rates, saliency_mask,
                                          wasserstein_1d)
+from helpers import Recorder
+from helpers import synthetic_counts as _synthetic_counts
 
 
 def synthetic_counts(n_cells=160, n_genes=80, k=3, seed=0, strength=5.0) -> AnnData:
@@ -115,22 +114,6 @@ def test_chunked_attention_equals_unchunked():
 
 
 # ------------------------------------------------------------------------------------------------ fit contract
-class Recorder(Callback):
-    def __init__(self, stop_after=None):
-        self.logs, self.snaps, self.extra, self.stop_after = [], [], [], stop_after
-
-    def on_epoch_end(self, log, snapshot):
-        self.logs.append(log)
-        if snapshot is not None:
-            self.snaps.append(snapshot.epoch)
-
-    def on_snapshot(self, snapshot):
-        self.extra.append(snapshot.epoch)
-
-    def should_stop(self):
-        return self.stop_after is not None and len(self.logs) >= self.stop_after
-
-
 def test_fit_shapes_callbacks_snapshots(small):
     rec = Recorder()
     res = get_method("scsamac").fit(small, tiny_config(), callback=rec, label_key="cell_type")
