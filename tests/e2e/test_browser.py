@@ -75,7 +75,8 @@ def _flow(page, server, shot, tmp_path):
     live = page.get_by_text(re.compile(r"Embedding snapshots \(([2-9]|\d\d) so far\)"))
     expect(live.first).to_be_visible(timeout=150_000)
     assert page.get_by_role("button", name="Cancel").is_visible(), "snapshots must be seen while training runs"
-    live.first.scroll_into_view_if_needed()
+    # no scroll_into_view here: the live fragment re-renders every second and detaches the element;
+    # the screenshot is full-page anyway
     shot(page, "2_cluster_live")
     expect(page.get_by_text(re.compile(r"contrastive_sc\s*finished")).first).to_be_visible(timeout=240_000)
     _idle(page)
