@@ -134,13 +134,30 @@ def test_same_seed_same_labels(small):
 
 
 def test_auto_hvg_search_is_label_free_and_reports(small):
-    res = get_method("contrastive_sc").fit(small, _cfg(n_hvg="auto", hvg_candidates=[30, 0], epochs=2))
+    rec = _Recorder()
+    res = get_method("contrastive_sc").fit(small, _cfg(n_hvg="auto", hvg_candidates=[30, 0], epochs=2,
+                                                       hvg_search_seeds=2, snapshot_every=1), callback=rec)
     scores = res.extras["hvg_silhouette"]
     assert len(scores) == 2 and "30" in scores  # 30 HVGs and all (non-empty) genes
     assert all(np.isfinite(v) for v in scores.values())
     best = max(scores, key=scores.get)
     assert res.extras["n_hvg_chosen"] == int(best)
-    assert len(res.history) == 2  # only the final run is reported per epoch
+    # the search is reported live: 2 candidates × 2 seeds × 2 epochs, then the final 2 epochs
+    phases = [h.phase for h in res.history]
+    assert phases == ["hvg_search"] * 8 + ["train"] * 2
+    assert [h.epoch for h in res.history] == list(range(1, 11))
+    assert all(not {"ari", "nmi"} & set(h.metrics) for h in res.history[:8])  # no labels scored in the search
+    assert {h.metrics["n_hvg"] for h in res.history[:8]} == {30, max(int(k) for k in scores)}
+    # snapshots only of the final training: its start (epoch 8) and its two epochs
+    assert [s.epoch for s in res.snapshots] == [8, 9, 10]
+
+
+def test_auto_hvg_search_is_independent_of_the_run_seed(small):
+    """The search uses seeds 0..n−1 (the choice belongs to the dataset), the final run the run's seed."""
+    m = get_method("contrastive_sc")
+    cfg = _cfg(n_hvg="auto", hvg_candidates=[30, 0], epochs=2, hvg_search_seeds=1)
+    a, b = m.fit(small, cfg.replace(seed=0)), m.fit(small, cfg.replace(seed=5))
+    assert a.extras["hvg_silhouette"] == b.extras["hvg_silhouette"]
 
 
 @pytest.mark.slow  # scanpy's neighbour graph JIT-compiles (numba) on its first call in a process

@@ -219,12 +219,14 @@ class FitContext:
 
     # ------------------------------------------------------------ reporting
     def emit(self, epoch: int, phase: str, losses: dict[str, float], *, embedding: np.ndarray | None = None,
-             labels: np.ndarray | None = None, extra_metrics: dict[str, float] | None = None) -> bool:
+             labels: np.ndarray | None = None, extra_metrics: dict[str, float] | None = None,
+             snapshot: bool | None = None) -> bool:
         """Record one epoch; returns True when the run should stop (cancel requested).
 
         Pass ``labels`` (current clustering of all cells) when the method has them: they give the live
         ARI/NMI against the reference annotation (display only). Pass ``embedding`` (all cells) at least when
-        :meth:`snapshot_due` is true, to get a snapshot.
+        :meth:`snapshot_due` is true, to get a snapshot. ``snapshot`` overrides that schedule (for methods whose
+        reported epochs are offset by an earlier phase, e.g. contrastive-sc's HVG search).
         """
         now = time.perf_counter()
         metrics = self._display_metrics(labels, embedding)
@@ -237,14 +239,16 @@ class FitContext:
         self.history.append(log)
         self._last_epoch = int(epoch)
         snap = None
-        if embedding is not None and labels is not None and self.snapshot_due(epoch):
+        due = self.snapshot_due(epoch) if snapshot is None else snapshot
+        if embedding is not None and labels is not None and due:
             snap = self._take_snapshot(epoch, phase, embedding, labels)
         self.callback.on_epoch_end(log, snap)
         return self.stop_requested
 
-    def initial(self, embedding: np.ndarray, labels: np.ndarray, phase: str = "init") -> None:
-        """Epoch-0 snapshot: the embedding before any training (as in CICL's Fig. 3)."""
-        snap = self._take_snapshot(0, phase, embedding, labels)
+    def initial(self, embedding: np.ndarray, labels: np.ndarray, phase: str = "init", epoch: int = 0) -> None:
+        """Epoch-0 snapshot: the embedding before any training (as in CICL's Fig. 3). ``epoch`` > 0 when an
+        earlier phase already reported epochs (the snapshot then sits where the new training starts)."""
+        snap = self._take_snapshot(int(epoch), phase, embedding, labels)
         self.callback.on_snapshot(snap) if hasattr(self.callback, "on_snapshot") else None
 
     def finish(self, embedding: np.ndarray, labels: np.ndarray, phase: str = "final") -> None:

@@ -11,7 +11,8 @@ What runs here (tags of METHODS.md):
   made: for every candidate in ``hvg_candidates`` ({500, 1000, 1500, 3000, 5000, all} by default) the full
   model is trained and clustered, and the candidate whose clustering has the best **silhouette** on the
   embedding (label-free) wins. Candidates larger than the number of genes collapse to "all genes" and are
-  tried once. The ``paper`` and ``cpu`` presets use "auto" for this reason.
+  tried once. The ``paper`` preset uses "auto"; the ``cpu`` preset keeps the code default 500 (the search costs
+  up to 3 × 6 extra trainings).
 - Model [C] = [P]: ``Dropout(0.9)`` on the input (the augmentation) → Linear(G,200)–BN–ReLU →
   Linear(200,40)–BN–ReLU → Linear(40,60) → row L2-normalisation. Xavier-uniform Linear weights, default
   biases and BatchNorm.
@@ -33,10 +34,13 @@ Choices where the spec is silent or where we deviate (written down on purpose):
 - Minibatch order comes from ``numpy.random.default_rng(seed)``; dropout masks from torch's global RNG, which
   is re-seeded with ``seed`` at the start of every training (so a candidate trained during the HVG search and
   the final run with the chosen HVG number are the same computation).
-- HVG search ("auto"): the candidates are trained silently (progress is not emitted, cancel is honoured),
-  then the winner is retrained with live per-epoch reporting — same seed, so the same model; the chosen
-  number and every candidate's silhouette are returned in ``extras``. The silhouette is computed on the
-  embedding with the clustering of the final step (K-means with the given K, else Leiden), on ≤ 5,000 cells.
+- HVG search ("auto"), as the authors' ``Grid_search_real_input_size`` notebook did it: every candidate is
+  trained ``hvg_search_seeds`` = 3 times (seeds 0, 1, 2 whatever the run's seed, so the choice is a property of
+  the dataset), each embedding is clustered with the final procedure (K-means with the given K, else Leiden) and
+  scored by the silhouette (euclidean, on the L2-normalised embedding, ≤ 5,000 cells); the best **mean**
+  silhouette wins (first candidate on ties). Search epochs are reported live as phase ``hvg_search`` (progress
+  and ETA cover them; no labels are computed there), then the winner is retrained with the run's seed and
+  reported as phase ``train``; the chosen number and every candidate's mean silhouette are in ``extras``.
 - Live labels: at snapshot epochs the full-data embedding is clustered with the final clustering procedure
   (K-means), or — when K is unknown — with Leiden on a 15-neighbour graph (display only; the 300-neighbour
   graph costs seconds per call). The last epoch always uses the configured clustering.
@@ -102,6 +106,10 @@ class ContrastiveSCConfig(MethodConfig):
     hvg_candidates: list[int] = param(
         [500, 1000, 1500, 3000, 5000, 0], advanced=True,
         help="HVG numbers tried when n_hvg='auto' (0 = all genes).")
+    hvg_search_seeds: int = param(
+        3, min=1, max=10, advanced=True,
+        help="n_hvg='auto': trainings per candidate (seeds 0 … n−1); their silhouettes are averaged, as in the "
+             "published search (3 runs).")
     torch_threads: int = param(
         1, min=0, max=256, advanced=True,
         help="CPU threads torch uses while this method trains (restored afterwards); 0 = the process setting "
@@ -315,38 +323,41 @@ class ContrastiveSC(ClusteringMethod):
 
     # ------------------------------------------------------------------ training
     def _search_hvg(self, data: _CSCPrepared, config: ContrastiveSCConfig, ctx: FitContext):
-        """Train one model per candidate HVG number; the best silhouette wins (no labels involved)."""
+        """Train ``hvg_search_seeds`` models per candidate HVG number; the best mean silhouette wins (no labels).
+
+        Every search epoch is reported live (phase ``hvg_search``) so the progress bar and ETA cover the search.
+        """
         src = data.source
         n_genes = src.n_vars
+        sizes = list(dict.fromkeys(n_genes if int(c) == 0 else min(int(c), n_genes) for c in config.hvg_candidates))
+        n_seeds = int(config.hvg_search_seeds)
+        ctx.begin((len(sizes) * n_seeds + 1) * config.epochs)
         scores: dict[int, float] = {}
+        per_seed: dict[int, list[float]] = {}
         prepared: dict[int, AnnData] = {}
-        seen: set[int] = set()
-        for c in config.hvg_candidates:
-            eff = n_genes if int(c) == 0 else min(int(c), n_genes)
-            if eff in seen:
-                continue
-            seen.add(eff)
-            if ctx.stop_requested:
-                break
+        ep = 0
+        for eff in sizes:
             ad = recipe_r2(src, n_top_genes=eff)
             t0 = time.perf_counter()
-            tr = _Trainer(ad.X, config, ctx.device)
-            stopped = False
-            for e in range(config.epochs):
-                _, stopped = tr.epoch(e, stop=lambda: ctx.stop_requested)
-                if stopped:
-                    break
-            if stopped:
-                break
-            z = tr.embed()
-            scores[eff] = silhouette(z, _cluster(z, config))
+            sils = []
+            for run_seed in range(n_seeds):  # fixed seeds: the choice belongs to the dataset, not to the run
+                cfg_r = config.replace(seed=run_seed)
+                tr = _Trainer(ad.X, cfg_r, ctx.device)
+                for e in range(config.epochs):
+                    loss, stopped = tr.epoch(e, stop=lambda: ctx.stop_requested)
+                    ep += 1
+                    if stopped or ctx.emit(ep, "hvg_search", {"nt_xent": loss},
+                                           extra_metrics={"n_hvg": eff, "search_seed": run_seed}):
+                        return None, scores, None, ep
+                z = tr.embed()
+                sils.append(silhouette(z, _cluster(z, cfg_r)))
+            per_seed[eff] = sils
+            scores[eff] = float(np.nanmean(sils)) if not np.isnan(sils).all() else float("nan")
             prepared[eff] = ad
-            logger.info("contrastive_sc HVG search: %d genes → silhouette %.4f (%.1f s)", eff, scores[eff],
-                        time.perf_counter() - t0)
-        if not scores:
-            return None, scores, None
+            logger.info("contrastive_sc HVG search: %d genes → silhouette %s, mean %.4f (%.1f s)", eff,
+                        np.round(sils, 4).tolist(), scores[eff], time.perf_counter() - t0)
         best = max(scores, key=lambda k: -np.inf if np.isnan(scores[k]) else scores[k])
-        return best, scores, prepared[best]
+        return best, scores, prepared[best], ep
 
     def train(self, data: Prepared, config: ContrastiveSCConfig, ctx: FitContext):  # type: ignore[override]
         with torch_threads(config.torch_threads, ctx.device):
@@ -355,8 +366,9 @@ class ContrastiveSC(ClusteringMethod):
     def _train(self, data: Prepared, config: ContrastiveSCConfig, ctx: FitContext):
         extras: dict = {}
         x = data.adata.X
+        offset = 0  # epochs already reported by the HVG search
         if config.n_hvg == "auto" and isinstance(data, _CSCPrepared) and data.source is not None:
-            best, scores, ad = self._search_hvg(data, config, ctx)
+            best, scores, ad, offset = self._search_hvg(data, config, ctx)
             extras["hvg_silhouette"] = {str(k): float(v) for k, v in scores.items()}
             if best is not None:
                 extras["n_hvg_chosen"] = int(best)
@@ -365,14 +377,13 @@ class ContrastiveSC(ClusteringMethod):
                 extras["n_hvg_chosen"] = int(x.shape[1])
         else:
             extras["n_hvg_chosen"] = int(x.shape[1])
-
-        ctx.begin(config.epochs)
+            ctx.begin(config.epochs)
         tr = _Trainer(x, config, ctx.device)
         emb = labels = None
         ep = 0
         if not ctx.stop_requested:
-            z0 = tr.embed()  # epoch-0 snapshot: the untrained encoder
-            ctx.initial(z0, _cluster(z0, config, live=True))
+            z0 = tr.embed()  # first snapshot: the untrained encoder (epoch 0, or the end of the HVG search)
+            ctx.initial(z0, _cluster(z0, config, live=True), epoch=offset)
             for e in range(config.epochs):
                 loss, stopped = tr.epoch(e, stop=lambda: ctx.stop_requested)
                 ep = e + 1
@@ -380,8 +391,8 @@ class ContrastiveSC(ClusteringMethod):
                 if ctx.snapshot_due(ep) or ep == config.epochs:
                     emb = tr.embed()
                     labels = _cluster(emb, config, live=ep != config.epochs)
-                stop = ctx.emit(ep, "train", {"nt_xent": loss}, embedding=emb, labels=labels,
-                                extra_metrics={"lr": tr.opt.param_groups[0]["lr"]})
+                stop = ctx.emit(offset + ep, "train", {"nt_xent": loss}, embedding=emb, labels=labels,
+                                extra_metrics={"lr": tr.opt.param_groups[0]["lr"]}, snapshot=emb is not None)
                 if stop or stopped:
                     break
         final_done = emb is not None and labels is not None and (
