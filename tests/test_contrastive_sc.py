@@ -134,6 +134,9 @@ def test_same_seed_same_labels(small):
 
 
 def test_auto_hvg_search_is_label_free_and_reports(small):
+    from scclust_core.methods import contrastive_sc
+
+    contrastive_sc._HVG_SEARCH_CACHE.clear()  # a fresh search, whatever ran before in this process
     rec = _Recorder()
     res = get_method("contrastive_sc").fit(small, _cfg(n_hvg="auto", hvg_candidates=[30, 0], epochs=2,
                                                        hvg_search_seeds=2, snapshot_every=1), callback=rec)
@@ -154,10 +157,18 @@ def test_auto_hvg_search_is_label_free_and_reports(small):
 
 def test_auto_hvg_search_is_independent_of_the_run_seed(small):
     """The search uses seeds 0..n−1 (the choice belongs to the dataset), the final run the run's seed."""
+    from scclust_core.methods import contrastive_sc
+
+    contrastive_sc._HVG_SEARCH_CACHE.clear()
     m = get_method("contrastive_sc")
     cfg = _cfg(n_hvg="auto", hvg_candidates=[30, 0], epochs=2, hvg_search_seeds=1)
     a, b = m.fit(small, cfg.replace(seed=0)), m.fit(small, cfg.replace(seed=5))
     assert a.extras["hvg_silhouette"] == b.extras["hvg_silhouette"]
+    assert not a.extras["hvg_search_reused"] and b.extras["hvg_search_reused"]  # same data and settings
+    assert [h.phase for h in b.history] == ["train"] * 2 and b.extras["n_hvg_chosen"] == a.extras["n_hvg_chosen"]
+    # another setting that changes the trainings → a new search
+    c = m.fit(small, cfg.replace(seed=5, lr=0.3))
+    assert not c.extras["hvg_search_reused"]
 
 
 @pytest.mark.slow  # scanpy's neighbour graph JIT-compiles (numba) on its first call in a process

@@ -41,6 +41,8 @@ Choices where the spec is silent or where we deviate (written down on purpose):
   silhouette wins (first candidate on ties). Search epochs are reported live as phase ``hvg_search`` (progress
   and ETA cover them; no labels are computed there), then the winner is retrained with the run's seed and
   reported as phase ``train``; the chosen number and every candidate's mean silhouette are in ``extras``.
+  A finished search is remembered for the process (keyed by the data's hash and every setting but the seed),
+  so reruns with another seed skip it (``extras['hvg_search_reused']``).
 - Live labels: at snapshot epochs the full-data embedding is clustered with the final clustering procedure
   (K-means), or — when K is unknown — with Leiden on a 15-neighbour graph (display only; the 300-neighbour
   graph costs seconds per call). The last epoch always uses the configured clustering.
@@ -55,6 +57,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +80,19 @@ logger = logging.getLogger(__name__)
 __all__ = ["ContrastiveSCConfig", "ContrastiveSC", "ContrastiveRepresentation", "cosine_lr", "minibatches"]
 
 _EVAL_BATCH = 8192
+
+#: finished HVG searches of this process, keyed by data + settings (not the run's seed): reruns with other seeds
+#: (the bench's seeds, the app's "run again") reuse the choice instead of repeating up to 18 trainings
+_HVG_SEARCH_CACHE: "OrderedDict[tuple, tuple[int, dict[int, float]]]" = OrderedDict()
+_HVG_SEARCH_CACHE_SIZE = 16
+_NOT_SEARCH_KEYS = {"seed", "snapshot_every", "torch_threads", "device", "n_hvg"}
+
+
+def _search_key(src: AnnData, config: "ContrastiveSCConfig") -> tuple:
+    from ..io import dataset_fingerprint
+
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_SEARCH_KEYS}
+    return dataset_fingerprint(src)["sha256"], repr(sorted(settings.items()))
 
 
 @dataclass
@@ -328,6 +344,12 @@ class ContrastiveSC(ClusteringMethod):
         Every search epoch is reported live (phase ``hvg_search``) so the progress bar and ETA cover the search.
         """
         src = data.source
+        key = _search_key(src, config)
+        if key in _HVG_SEARCH_CACHE:
+            best, scores = _HVG_SEARCH_CACHE[key]
+            logger.info("contrastive_sc HVG search: reusing this process's earlier search (%d genes)", best)
+            ctx.begin(config.epochs)
+            return best, dict(scores), recipe_r2(src, n_top_genes=best), 0
         n_genes = src.n_vars
         sizes = list(dict.fromkeys(n_genes if int(c) == 0 else min(int(c), n_genes) for c in config.hvg_candidates))
         n_seeds = int(config.hvg_search_seeds)
@@ -357,6 +379,9 @@ class ContrastiveSC(ClusteringMethod):
             logger.info("contrastive_sc HVG search: %d genes → silhouette %s, mean %.4f (%.1f s)", eff,
                         np.round(sils, 4).tolist(), scores[eff], time.perf_counter() - t0)
         best = max(scores, key=lambda k: -np.inf if np.isnan(scores[k]) else scores[k])
+        _HVG_SEARCH_CACHE[key] = (best, dict(scores))
+        while len(_HVG_SEARCH_CACHE) > _HVG_SEARCH_CACHE_SIZE:
+            _HVG_SEARCH_CACHE.popitem(last=False)
         return best, scores, prepared[best], ep
 
     def train(self, data: Prepared, config: ContrastiveSCConfig, ctx: FitContext):  # type: ignore[override]
@@ -370,6 +395,7 @@ class ContrastiveSC(ClusteringMethod):
         if config.n_hvg == "auto" and isinstance(data, _CSCPrepared) and data.source is not None:
             best, scores, ad, offset = self._search_hvg(data, config, ctx)
             extras["hvg_silhouette"] = {str(k): float(v) for k, v in scores.items()}
+            extras["hvg_search_reused"] = best is not None and offset == 0
             if best is not None:
                 extras["n_hvg_chosen"] = int(best)
                 x = ad.X
