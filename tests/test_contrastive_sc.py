@@ -145,6 +145,7 @@ def test_auto_hvg_search_is_label_free_and_reports(small):
     assert all(np.isfinite(v) for v in scores.values())
     best = max(scores, key=scores.get)
     assert res.extras["n_hvg_chosen"] == int(best)
+    assert f"chosen by the label-free silhouette search: {best}" in res.extras["note"]  # shown in the app
     # the search is reported live: 2 candidates × 2 seeds × 2 epochs, then the final 2 epochs
     phases = [h.phase for h in res.history]
     assert phases == ["hvg_search"] * 8 + ["train"] * 2

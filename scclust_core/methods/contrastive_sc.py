@@ -397,6 +397,12 @@ class ContrastiveSC(ClusteringMethod):
             extras["hvg_silhouette"] = {str(k): float(v) for k, v in scores.items()}
             extras["hvg_search_reused"] = best is not None and offset == 0
             if best is not None:
+                listed = ", ".join(f"{k}: {v:.3f}" for k, v in scores.items())
+                extras["note"] = (f"HVG number chosen by the label-free silhouette search: {best} "
+                                  f"(mean silhouette over {config.hvg_search_seeds} seeds — {listed})"
+                                  + ("; reused from an earlier run on the same data and settings."
+                                     if extras["hvg_search_reused"] else "."))
+            if best is not None:
                 extras["n_hvg_chosen"] = int(best)
                 x = ad.X
             else:
