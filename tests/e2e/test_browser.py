@@ -63,7 +63,7 @@ def _flow(page, server, shot, tmp_path):
     page.get_by_role("textbox", name="Number of HVGs").wait_for()
     page.get_by_role("textbox", name="Number of HVGs").fill("300")
     page.get_by_role("textbox", name="Number of HVGs").press("Tab")
-    page.get_by_role("spinbutton", name="Epochs").fill("14")
+    page.get_by_role("spinbutton", name="Epochs").fill("30")
     page.get_by_role("spinbutton", name="Epochs").press("Tab")
     page.get_by_text(re.compile(r"Advanced parameters")).click()
     page.get_by_role("spinbutton", name="Snapshot every").fill("2")
@@ -74,6 +74,9 @@ def _flow(page, server, shot, tmp_path):
     expect(page.get_by_text("Loss per component").first).to_be_visible(timeout=120_000)
     live = page.get_by_text(re.compile(r"Embedding snapshots \(([2-9]|\d\d) so far\)"))
     expect(live.first).to_be_visible(timeout=150_000)
+    # the Fig.-3 grid itself is drawn (not only its caption) while the run is still going
+    grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')")
+    expect(grid.first).to_be_visible(timeout=30_000)
     assert page.get_by_role("button", name="Cancel").is_visible(), "snapshots must be seen while training runs"
     # no scroll_into_view here: the live fragment re-renders every second and detaches the element;
     # the screenshot is full-page anyway
