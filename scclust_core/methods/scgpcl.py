@@ -431,7 +431,8 @@ class ScGPCL(ClusteringMethod):
     #: (published 0.540 with the official weights, 0.585 in the slides' rerun) and end-of-pretraining losses
     #: within 1 % of the slides' (ZINB 0.215, instance 3.95, proto 1.22 vs 0.216, 3.98, 1.23). On inputs already
     #: cut to 2,000 genes it stays below the published figures (bladder, paper preset: 0.52 vs 0.587; the
-    #: slides' rerun got 0.456), so the badge keeps that caveat.
+    #: slides' rerun got 0.456; PBMC, paper preset lr 1e-3: 0.692 vs 0.785, slides 0.681), so the badge keeps
+    #: that caveat.
     fidelity = "faithful to the code (worm ARI 0.52 vs 0.54 published); lower on inputs pre-cut to 2,000 genes"
 
     def prepare(self, adata: AnnData, config: ScGPCLConfig) -> Prepared:  # type: ignore[override]
