@@ -165,6 +165,8 @@ def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, prese
                                    peak_rss_mb=mem.peak_mb, device=res.device, status=res.status)
                         print(f"    ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  CA {m['ca']:.3f}  "
                               f"{row['seconds']:.1f} s  {mem.peak_mb:.0f} MB", file=stream, flush=True)
+                        for w in res.extras.get("warnings", []):
+                            print(f"    warning: {w}", file=stream, flush=True)
                     except Exception as exc:  # a failing method must not sink the whole benchmark
                         logger.exception("bench run failed")
                         row.update(status="failed", error=f"{type(exc).__name__}: {exc}",

@@ -6,7 +6,8 @@ and returns a new AnnData whose ``X`` is the model input (dense float32, cells �
 row of the cell in the input, so results can be written back when QC drops cells).
 
 - **R1** (DCA / scDeepCluster; scSAMAC): filter zero genes/cells, size factors = library / median, log1p,
-  z-score genes (ddof 1, zero-variance genes get std 1, no clipping).
+  z-score genes (ddof 1, zero-variance genes get std 1, no clipping). Optionally preceded by scDeepCluster's
+  dropout-based gene selection on the raw counts (``select_genes``; :func:`dropout_gene_selection`).
 - **R2** (scziDesk / contrastive-sc / CICL): R1 plus top-N HVGs (scanpy ``seurat`` flavour) before scaling.
 - **R3** (scGPCL): keep the top ``hvg_frac`` genes by variance of raw counts, then R1 on them.
 - **R4** (scAMAC): genes with total count ≥ 5 % of cells, normalise to median, log1p, 3,000 HVGs, no scaling.
@@ -27,7 +28,7 @@ from .io import is_integer_counts
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "get_counts", "counts_adata", "is_integer_matrix", "recipe_r1", "recipe_r2", "recipe_r3", "recipe_r4",
+    "get_counts", "counts_adata", "dropout_gene_selection", "is_integer_matrix", "recipe_r1", "recipe_r2", "recipe_r3", "recipe_r4",
     "recipe_classic", "RECIPES", "qc_metrics", "filter_cells_genes", "select_hvg_by_silhouette",
 ]
 
@@ -121,9 +122,71 @@ def _finish(ad: AnnData, counts, x) -> AnnData:
     return out
 
 
-def recipe_r1(adata: AnnData, *, scale: bool = True, n_top_genes: int | None = None, ceil: bool = False) -> AnnData:
-    """R1 (and R2 when ``n_top_genes`` is given). Size factors come from all genes, before HVG selection."""
-    ad = _filter_zero(counts_adata(adata, ceil=ceil))
+def dropout_gene_selection(counts, n: int, *, threshold: float = 0.0, atleast: int = 10, decay: float = 1.5,
+                           xoffset: float = 5.0, yoffset: float = 0.02, max_iter: int = 100) -> np.ndarray:
+    """Indices (sorted) of ``n`` genes whose dropout rate is high for their expression level.
+
+    The selection of Kobak & Berens (2019), which scDeepCluster and scSAMAC use for ``--select_genes``: per gene,
+    the zero rate ``z`` (fraction of cells with count ≤ ``threshold``) and the mean log2 of its non-zero counts
+    ``m``; genes seen in fewer than ``atleast`` cells are never chosen. A gene is selected when
+    ``z > exp(−decay·(m − xoffset)) + yoffset``, and ``xoffset`` is bisected until about ``n`` genes pass. The
+    original stops with whatever count the last bisection step gives; here the genes are then ranked by how far
+    they lie above the final curve and exactly ``n`` are returned (the same genes when the bisection hits ``n``).
+    When no more than ``n`` genes are detected in ``atleast`` cells, all of those are kept (with a warning).
+    """
+    x = sp.csr_matrix(counts, dtype=np.float64)
+    n_cells, n_genes = x.shape
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"select_genes must be a positive number of genes, got {n}")
+    pos = x.copy()
+    pos.data = np.where(pos.data > threshold, pos.data, 0.0)
+    pos.eliminate_zeros()
+    detected = np.bincount(pos.indices, minlength=n_genes)
+    zero_rate = 1.0 - detected / n_cells
+    log2 = pos.copy()
+    log2.data = np.log2(log2.data)
+    sums = np.asarray(log2.sum(axis=0)).ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_log = np.where(detected > 0, sums / np.maximum(detected, 1), np.nan)
+    eligible = detected >= atleast
+    if not eligible.any():
+        raise ValueError(f"No gene is detected in at least {atleast} cells, so none can be selected: leave gene "
+                         "selection off for this data.")
+    if eligible.sum() <= n:
+        logger.warning("Gene selection: only %d genes are detected in at least %d cells; keeping all of them "
+                       "instead of %d.", int(eligible.sum()), atleast, n)
+        return np.flatnonzero(eligible)
+
+    def margin(off: float) -> np.ndarray:
+        m = np.full(n_genes, -np.inf)
+        m[eligible] = zero_rate[eligible] - (np.exp(-decay * (mean_log[eligible] - off)) + yoffset)
+        return m
+
+    up, low = 10.0, 0.0
+    for _ in range(max_iter):
+        n_sel = int((margin(xoffset) > 0).sum())
+        if n_sel == n:
+            break
+        if n_sel < n:
+            up, xoffset = xoffset, (xoffset + low) / 2
+        else:
+            low, xoffset = xoffset, (xoffset + up) / 2
+    order = np.argsort(-margin(xoffset), kind="stable")
+    return np.sort(order[:n])
+
+
+def recipe_r1(adata: AnnData, *, scale: bool = True, n_top_genes: int | None = None, ceil: bool = False,
+              select_genes: int | None = None) -> AnnData:
+    """R1 (and R2 when ``n_top_genes`` is given). Size factors come from all genes, before HVG selection.
+
+    ``select_genes`` (scDeepCluster's ``--select_genes``): first keep that many genes of the raw counts with
+    :func:`dropout_gene_selection` (no-op when the data has no more genes); size factors then come from them.
+    """
+    ad = counts_adata(adata, ceil=ceil)
+    if select_genes is not None and ad.n_vars > int(select_genes):
+        ad = ad[:, dropout_gene_selection(ad.X, int(select_genes))].copy()
+    ad = _filter_zero(ad)
     counts = ad.X.copy()
     _normalize_log(ad)
     ad.layers["counts"] = counts

@@ -100,3 +100,33 @@ def test_core_does_not_import_streamlit():
     code = "import sys, scclust_core, scclust_core.jobs, scclust_core.plots; assert 'streamlit' not in sys.modules"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_degenerate_clustering_warnings():
+    from scclust_core.methods._base import degenerate_clustering_warnings as warn
+
+    balanced = np.arange(300) % 3
+    assert warn(balanced, 3) == [] and warn(balanced, None) == []
+    collapsed = np.zeros(300, dtype=int)
+    collapsed[:5] = 1
+    msgs = warn(collapsed, 4)
+    assert len(msgs) == 2 and "only 2" in msgs[0] and "98%" in msgs[1]
+    assert warn(collapsed, 1) == [] and warn(np.zeros(10, dtype=int), 1) == []  # K = 1 asked: nothing to warn
+
+
+def test_fit_reports_a_collapsed_result(counts_adata):
+    from scclust_core.config import MethodConfig
+    from scclust_core.methods._base import ClusteringMethod, Prepared
+
+    class _Collapsing(ClusteringMethod):
+        name, deep, needs_counts = "fake_collapse", False, False
+
+        def prepare(self, adata, config):
+            return Prepared(adata, np.arange(adata.n_obs))
+
+        def train(self, data, config, ctx):
+            n = data.adata.n_obs
+            return np.zeros((n, 2), np.float32), np.zeros(n, np.int64), {}
+
+    res = _Collapsing().fit(counts_adata, MethodConfig(n_clusters=3))
+    assert len(res.extras["warnings"]) == 2 and "100%" in res.extras["warnings"][1]

@@ -108,3 +108,41 @@ def test_qc_and_filter(counts_adata):
     assert out.n_obs == int((qc["n_genes"] >= thr).sum())
     with pytest.raises(ValueError, match="loosen"):
         pp.filter_cells_genes(ad, min_genes=10**6)
+
+
+def _dropout_genes_data(seed=0):
+    """400 cells: 30 'marker' genes (zero in 80 % of cells, high when on), 170 ubiquitous low genes, 5 rare ones."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    on = rng.random((n, 30)) < 0.2
+    markers = np.where(on, rng.poisson(20.0, (n, 30)), 0)
+    ubiquitous = rng.poisson(1.0, (n, 170))
+    rare = np.zeros((n, 5))
+    rare[:3] = 50  # detected in 3 cells only: never eligible (atleast = 10)
+    x = np.hstack([ubiquitous[:, :100], markers, ubiquitous[:, 100:], rare]).astype(np.float32)
+    return AnnData(sp.csr_matrix(x)), np.arange(100, 130), np.arange(300, 305)
+
+
+def test_dropout_gene_selection_prefers_high_dropout_genes():
+    ad, marker_idx, rare_idx = _dropout_genes_data()
+    keep = pp.dropout_gene_selection(ad.X, 30)
+    assert keep.dtype.kind == "i" and list(keep) == sorted(set(keep)) and len(keep) == 30
+    np.testing.assert_array_equal(keep, marker_idx)
+    more = pp.dropout_gene_selection(ad.X, 60)
+    assert len(more) == 60 and set(marker_idx) <= set(more) and not set(rare_idx) & set(more)
+    # fewer eligible genes than asked: all eligible genes, never the rare ones
+    allg = pp.dropout_gene_selection(ad.X, 250)
+    assert len(allg) == 200 and not set(rare_idx) & set(allg)
+    with pytest.raises(ValueError, match="positive"):
+        pp.dropout_gene_selection(ad.X, 0)
+
+
+def test_r1_select_genes_before_size_factors():
+    ad, marker_idx, _ = _dropout_genes_data(1)
+    ad.var_names = [f"g{i}" for i in range(ad.n_vars)]
+    out = pp.recipe_r1(ad, select_genes=30)
+    assert out.n_vars == 30 and list(out.var_names) == [f"g{i}" for i in marker_idx]
+    _assert_common(out, ad)
+    lib = np.asarray(out.layers["counts"].sum(1)).ravel()  # size factors from the kept genes (the script's order)
+    np.testing.assert_allclose(out.obs["size_factors"], lib / np.median(lib), rtol=1e-5)
+    assert pp.recipe_r1(ad, select_genes=5000).n_vars == ad.n_vars  # no-op when there are fewer genes

@@ -174,6 +174,7 @@ def test_presets():
     assert "adaptation" in ScSAMACConfig.PRESET_NOTES["cpu"].lower()
     paper = ScSAMACConfig.from_preset("paper")
     assert (paper.pretrain_epochs, paper.cluster_epochs, paper.batch_size, paper.loss) == (300, 2000, 256, "nb")
+    assert paper.select_genes is None and ScSAMACConfig.from_preset("cpu").select_genes == 2000
     with pytest.raises(ValueError):
         ScSAMACConfig.from_preset("cpu", z_dim=30)  # not divisible by 8 heads
 
@@ -185,3 +186,13 @@ def test_quality_easy_synthetic():
                                     lr=1e-3, snapshot_every=0)
     res = get_method("scsamac").fit(ad, cfg, label_key="cell_type")
     assert res.metrics["ari"] >= 0.85, res.metrics
+
+
+def test_select_genes_limits_the_model_input():
+    ad = synthetic_counts(n_cells=160, n_genes=300, k=3, seed=2)
+    method = get_method("scsamac")
+    prepared = method.prepare(ad, tiny_config(select_genes=120))
+    assert prepared.adata.n_vars == 120 and prepared.adata.layers["counts"].shape == (160, 120)
+    assert method.prepare(ad, tiny_config(select_genes=None)).adata.n_vars == 300
+    res = method.fit(ad, tiny_config(select_genes=120, pretrain_epochs=1, cluster_epochs=1))
+    assert res.labels.shape == (160,)

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "EpochLog", "Snapshot", "MethodResult", "Callback", "CallbackProtocol", "CallbackList",
-    "FitContext", "Prepared", "ClusteringMethod", "RunCancelled",
+    "FitContext", "Prepared", "ClusteringMethod", "RunCancelled", "degenerate_clustering_warnings",
 ]
 
 #: at most this many cells are followed in snapshots (and used for live silhouettes)
@@ -392,6 +392,12 @@ class ClusteringMethod(ABC):
         if self.deep:
             ctx.finish(embedding, labels)
         final = _metrics.evaluate(labels, truth=truth, embedding=embedding)
+        extras = dict(extras or {})
+        warns = degenerate_clustering_warnings(labels, k)
+        if warns:
+            extras["warnings"] = list(extras.get("warnings", [])) + warns
+            for w in warns:
+                logger.warning("%s: %s", self.name, w)
         result = MethodResult(
             method=self.name, embedding=embedding, labels=labels, cell_index=np.asarray(data.cell_index, dtype=np.int64),
             n_input_cells=adata.n_obs, history=ctx.history, snapshots=ctx.snapshots,
@@ -399,10 +405,30 @@ class ClusteringMethod(ABC):
             metrics=final, status="cancelled" if ctx.stop_requested else "completed", device=device,
             seconds=time.perf_counter() - t0, started_at=started,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), label_key=label_key,
-            extras=extras or {},
+            extras=extras,
         )
         ctx.callback.on_train_end(result)
         return result
+
+
+def degenerate_clustering_warnings(labels: np.ndarray, k_requested: int | None, *,
+                                   max_share: float = 0.9) -> list[str]:
+    """Label-free warnings for a result that looks collapsed: fewer clusters than asked, or one cluster holding
+    ``max_share`` of the cells. Deep methods can collapse (too few optimisation steps on a small dataset, or a
+    method that does not suit the data); the user should see that before reading the clusters as biology.
+    """
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return []
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    out = []
+    if k_requested is not None and len(counts) < k_requested:
+        out.append(f"{k_requested} clusters were asked for, but only {len(counts)} received any cells.")
+    share = counts.max() / labels.size
+    if (k_requested is None or k_requested > 1) and share >= max_share:
+        out.append(f"{share:.0%} of the cells are in a single cluster: the training may have collapsed. Compare "
+                   "with a classic baseline (Leiden or KMeans on PCA) before reading these clusters as cell types.")
+    return out
 
 
 def _codes(col) -> np.ndarray:

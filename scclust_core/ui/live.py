@@ -116,13 +116,15 @@ def run_summary(rec) -> None:
     res = state.result(rec.run_id)
     msg = {"completed": st.success, "cancelled": st.warning}.get(status, st.info)
     mets = res.metrics
-    parts = [f"{res.n_clusters} clusters", f"{res.seconds:.1f} s on {res.device}"]
+    parts = [f"{res.n_clusters} cluster{'' if res.n_clusters == 1 else 's'}", f"{res.seconds:.1f} s on {res.device}"]
     for k, lab in (("ari", "ARI"), ("nmi", "NMI"), ("ca", "accuracy"), ("silhouette", "silhouette")):
         if k in mets and mets[k] == mets[k]:
             parts.append(f"{lab} {mets[k]:.3f}")
     msg(f"**{res.method}** {'finished' if status == 'completed' else status}: " + " · ".join(parts))
     if res.extras.get("note"):
         st.caption(str(res.extras["note"]))
+    for w in res.extras.get("warnings", []):
+        st.warning(str(w))
     if res.history or res.snapshots:
         training_view(res.history, res.snapshots, res.snapshot_index, label_key=res.label_key, key=f"done_{rec.run_id}")
     else:

@@ -56,6 +56,21 @@ def test_pages_render_with_finished_run(finished_ws):
     assert any("kmeans" in s.value and "finished" in s.value for s in at.success)
 
 
+def test_run_warnings_are_shown(finished_ws):
+    """A stored result's label-free warnings (e.g. a collapsed clustering) appear on the Cluster page."""
+    import json
+
+    ws, run_id = finished_ws
+    path = ws.runs_dir / run_id / "result.json"
+    data = json.loads(path.read_text())
+    data["extras"]["warnings"] = ["97% of the cells are in a single cluster: the training may have collapsed."]
+    path.write_text(json.dumps(data))
+    at = _app(ws.id)
+    at.switch_page("pages/2_cluster.py").run()
+    assert not at.exception
+    assert any("single cluster" in w.value for w in at.warning)
+
+
 def test_rename_merge_flows_to_markers(finished_ws):
     ws, run_id = finished_ws
     ws.set_edits(run_id, {"0": "merged", "1": "merged"})
