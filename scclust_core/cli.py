@@ -51,8 +51,9 @@ def _cmd_cluster(args) -> int:
                      label_key=args.label_key, record=record, callback=_progress())
     io.write(adata, args.out)
     mets = ", ".join(f"{k}={v:.3f}" for k, v in res.metrics.items())
-    print(f"{args.method}: {res.n_clusters} cluster{'' if res.n_clusters == 1 else 's'} on {len(res.labels)} cells in {res.seconds:.1f} s ({mets}); "
-          f"labels in obs[{(args.key or args.method)!r}], written to {args.out}")
+    n_k = res.n_clusters
+    print(f"{args.method}: {n_k} cluster{'' if n_k == 1 else 's'} on {len(res.labels)} cells in {res.seconds:.1f} s "
+          f"({mets}); labels in obs[{(args.key or args.method)!r}], written to {args.out}")
     for w in res.extras.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     return 0

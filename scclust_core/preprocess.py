@@ -28,8 +28,8 @@ from .io import is_integer_counts
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "get_counts", "counts_adata", "dropout_gene_selection", "is_integer_matrix", "recipe_r1", "recipe_r2", "recipe_r3", "recipe_r4",
-    "recipe_classic", "RECIPES", "qc_metrics", "filter_cells_genes", "select_hvg_by_silhouette",
+    "get_counts", "counts_adata", "dropout_gene_selection", "is_integer_matrix", "recipe_r1", "recipe_r2",
+    "recipe_r3", "recipe_r4", "recipe_classic", "RECIPES", "qc_metrics", "filter_cells_genes", "select_hvg_by_silhouette",
 ]
 
 
