@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "nt_xent", "info_nce", "mean_activation", "disp_activation", "nb_nll", "zinb_nll", "student_t_q",
+    "nt_xent", "info_nce", "mean_activation", "disp_activation", "nb_nll", "zinb_nll", "count_nll", "student_t_q",
     "target_distribution", "cluster_kl", "soft_kmeans_loss", "delta_label",
 ]
 
@@ -80,6 +80,14 @@ def zinb_nll(x: torch.Tensor, mean: torch.Tensor, disp: torch.Tensor, pi: torch.
     if ridge > 0:
         loss = loss + ridge * pi.square()
     return loss.mean()
+
+
+def count_nll(x: torch.Tensor, mean: torch.Tensor, disp: torch.Tensor, pi: torch.Tensor | None,
+              size_factors: torch.Tensor | None = None) -> torch.Tensor:
+    """NB NLL when ``pi`` is None, else ZINB NLL: the loss for the outputs of ``methods._blocks.CountHead``."""
+    if pi is None:
+        return nb_nll(x, mean, disp, size_factors)
+    return zinb_nll(x, mean, disp, pi, size_factors)
 
 
 def student_t_q(z: torch.Tensor, mu: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:

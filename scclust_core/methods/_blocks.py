@@ -1,0 +1,97 @@
+"""Shared building blocks of the deep methods: MLP builder, NB/ZINB count heads, clustering of an embedding.
+
+Each method composes these instead of re-writing them (lightly's "building blocks over monoliths"). They are
+written so that a method switching to them draws the same random numbers in the same order as before
+(parameters are created, and initialised, layer by layer in forward order), so results stay identical.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..losses import disp_activation, mean_activation
+
+__all__ = ["mlp", "CountHead", "kmeans", "leiden_on_embedding"]
+
+
+def mlp(dims: Sequence[int], *, act: Callable[[], nn.Module] | None = nn.ReLU,
+        norm: Callable[[int], nn.Module] | None = None, act_last: bool = False,
+        init: Callable[[nn.Linear], None] | None = None) -> nn.Sequential:
+    """``[Linear → norm → act] * (len(dims) - 1)`` as one ``nn.Sequential``.
+
+    ``dims``: widths, input first (``[G, 256, 64]`` gives two Linear layers). ``norm`` (e.g.
+    ``nn.BatchNorm1d``) and ``act`` follow every Linear except the last unless ``act_last`` (then the last
+    block gets them too). ``init`` is applied to each Linear right after it is created (so the random draws
+    happen in the same order as a hand-written loop).
+    """
+    dims = [int(d) for d in dims]
+    if len(dims) < 2 or any(d < 1 for d in dims):
+        raise ValueError(f"mlp needs at least two positive widths, got {dims!r}")
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        lin = nn.Linear(dims[i], dims[i + 1])
+        if init is not None:
+            init(lin)
+        layers.append(lin)
+        if i < len(dims) - 2 or act_last:
+            if norm is not None:
+                layers.append(norm(dims[i + 1]))
+            if act is not None:
+                layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class CountHead(nn.Module):
+    """NB (``zinb=False``) or ZINB output heads over a decoder's last hidden layer (DCA form, METHODS.md §0.3).
+
+    ``forward(h [B, H]) -> (mean [B, G], dispersion [B, G], pi [B, G] | None)``: mean = clamped ``exp``,
+    dispersion = clamped ``softplus``, dropout probability π = ``sigmoid`` (ZINB only). The three Linear layers
+    are created in the order mean, dispersion, π. Feed the outputs to ``losses.count_nll``.
+    """
+
+    def __init__(self, hidden: int, n_genes: int, *, zinb: bool):
+        super().__init__()
+        self.mean = nn.Linear(hidden, n_genes)
+        self.disp = nn.Linear(hidden, n_genes)
+        self.pi = nn.Linear(hidden, n_genes) if zinb else None
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        pi = torch.sigmoid(self.pi(h)) if self.pi is not None else None
+        return mean_activation(self.mean(h)), disp_activation(self.disp(h)), pi
+
+
+def kmeans(z: np.ndarray, k: int, *, n_init: int, seed: int, init: str = "k-means++") -> tuple[np.ndarray, np.ndarray]:
+    """K-means (scikit-learn) on an embedding: ``(labels int64 [N], centres [K, D])``.
+
+    ``z`` is used as given (its dtype changes scikit-learn's arithmetic, so callers keep the dtype they had);
+    the centres keep that dtype.
+    """
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=int(k), init=init, n_init=int(n_init), random_state=int(seed))
+    labels = km.fit_predict(z)
+    return labels.astype(np.int64), km.cluster_centers_
+
+
+def leiden_on_embedding(z: np.ndarray, *, n_neighbors: int, resolution: float, seed: int,
+                        flavor: str = "igraph") -> np.ndarray:
+    """Leiden labels (int64) on a kNN graph of an embedding (scanpy ``neighbors(use_rep='X')`` + ``leiden``).
+
+    ``n_neighbors`` is capped at N − 1 (at least 2). The igraph flavour runs 2 iterations on the undirected
+    graph (scanpy's recommended setting, METHODS.md §0.6); ``leidenalg`` uses its own defaults.
+    """
+    import scanpy as sc
+    from anndata import AnnData
+
+    ad = AnnData(np.asarray(z, dtype=np.float32))
+    k = int(min(n_neighbors, ad.n_obs - 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ad, n_neighbors=max(k, 2), use_rep="X", random_state=seed)
+        kw = {"directed": False, "n_iterations": 2} if flavor == "igraph" else {}
+        sc.tl.leiden(ad, resolution=resolution, flavor=flavor, random_state=seed, key_added="leiden", **kw)
+    return ad.obs["leiden"].astype(int).to_numpy().astype(np.int64)
