@@ -20,15 +20,13 @@ def _pairs(items: list[str] | None) -> dict[str, str]:
 
 
 def _cmd_methods(args) -> int:
-    from .methods import describe_methods, planned_methods
+    from .methods import describe_methods
 
     rows = describe_methods()
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         presets = ",".join(r["presets"])
         print(f"{r['name']:<{width}}  {r['summary']}  [{r['fidelity']}; presets: {presets}]")
-    for n in planned_methods():
-        print(f"{n:<{width}}  (not implemented yet)")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Self
 
 __all__ = ["param", "MethodConfig", "FieldSpec"]
 
@@ -89,6 +89,9 @@ class MethodConfig:
                         help="Where to train: 'auto' uses a CUDA GPU when one is present.")
     snapshot_every: int = param(5, min=0, max=1000, advanced=True,
                                 help="Take an embedding snapshot every this many epochs (and at the first and last); 0 = only first and last.")
+    torch_threads: int = param(0, min=0, max=256, advanced=True,
+                               help="CPU threads torch uses for this run (restored afterwards); 0 = the cores free at "
+                                    "start (cores minus load), or SCCLUST_THREADS when set.")
 
     #: named presets: {name: {field: value}}; the first is the default unless ``default_preset`` says otherwise
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -112,7 +115,7 @@ class MethodConfig:
         return next(iter(cls.PRESETS))
 
     @classmethod
-    def from_preset(cls, name: str | None = None, **overrides: Any) -> "MethodConfig":
+    def from_preset(cls, name: str | None = None, **overrides: Any) -> Self:
         """Build a config from a named preset (``None`` → the default preset), then apply overrides."""
         name = name if name is not None else cls.default_preset()
         values: dict[str, Any] = {}
@@ -121,8 +124,7 @@ class MethodConfig:
                 raise ValueError(f"Unknown preset {name!r} for {cls.__name__}; choose one of {cls.preset_names()}")
             values.update(cls.PRESETS[name])
         values.update(overrides)
-        cfg = cls.from_dict(values)
-        return cfg
+        return cls.from_dict(values)
 
     # ----------------------------------------------------------------- introspection
     @classmethod
@@ -149,7 +151,7 @@ class MethodConfig:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "MethodConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
         """Build and validate; unknown keys raise (a typo must not be silently ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
@@ -159,10 +161,10 @@ class MethodConfig:
         cfg.validate()
         return cfg
 
-    def replace(self, **changes: Any) -> "MethodConfig":
+    def replace(self, **changes: Any) -> Self:
         return type(self).from_dict({**self.to_dict(), **changes})
 
-    def set_from_strings(self, pairs: Mapping[str, str]) -> "MethodConfig":
+    def set_from_strings(self, pairs: Mapping[str, str]) -> Self:
         """Apply ``key=value`` strings (CLI ``--set``) converting each to its field's type."""
         specs = {s.name: s for s in self.field_specs()}
         changes: dict[str, Any] = {}

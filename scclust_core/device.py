@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
-__all__ = ["cuda_available", "resolve_device", "describe_devices", "set_threads", "torch_threads"]
+__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "fit_threads", "torch_threads"]
 
 
 def cuda_available() -> bool:
@@ -40,25 +40,56 @@ def describe_devices() -> list[dict]:
     return out
 
 
-def set_threads() -> int:
-    """Use every core, but no more: oversubscribing a small CPU slows torch down.
+def choose_threads(explicit: int = 0) -> tuple[int, str]:
+    """How many torch CPU threads a fit should use, and why.
 
-    ``SCCLUST_THREADS=n`` overrides this: on a machine shared with other jobs, fewer threads than cores is
-    often faster (measured here: 1 thread beat 2 by several times while other jobs loaded both cores).
+    An explicit setting wins (a config's ``torch_threads`` > 0, then ``SCCLUST_THREADS``). Otherwise the free
+    cores at start: the cores this process may run on minus the 1-minute load average, at least 1. On a
+    2-core machine two jobs with 2 threads each measured several times slower than with 1 each (OpenMP
+    threads spin-waiting on a busy core), so a loaded machine gets fewer threads.
     """
-    import torch
-
+    if explicit and explicit > 0:
+        return int(explicit), "config torch_threads"
     env = os.environ.get("SCCLUST_THREADS", "").strip()
     if env:
         try:
-            n = max(1, int(env))
+            n = int(env)
         except ValueError:
             raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}")
+        return n, "SCCLUST_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - platforms without a load average
+        return cores, f"all {cores} cores (no load average)"
+    n = max(1, min(cores, int(cores - load + 0.5)))
+    return n, f"free cores: {cores} cores, load {load:.1f}"
+
+
+@contextmanager
+def fit_threads(explicit: int, device: str) -> Iterator[dict[str, Any]]:
+    """Set the torch CPU thread count for one fit (see :func:`choose_threads`), restoring it afterwards.
+
+    Yields ``{"n": threads, "source": why}``, which the fit records in the run's extras. On CUDA the count
+    is left alone (the CPU only feeds the GPU) and the source says so.
+    """
+    import torch
+
+    prev = torch.get_num_threads()
+    if device != "cpu":
+        info = {"n": prev, "source": f"unchanged ({device})"}
     else:
-        n = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
+        n, why = choose_threads(explicit)
+        info = {"n": n, "source": why}
+        if n != prev:
+            torch.set_num_threads(n)
+    try:
+        yield info
+    finally:
+        if torch.get_num_threads() != prev:
+            torch.set_num_threads(prev)
 
 
 @contextmanager

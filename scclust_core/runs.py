@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .methods._base import Callback, EpochLog, MethodResult, Snapshot
+from .methods._types import Callback, EpochLog, MethodResult, Snapshot
 
 logger = logging.getLogger(__name__)
 

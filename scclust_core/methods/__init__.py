@@ -1,8 +1,9 @@
 """Clustering methods. Importing this package registers every method (one import line each)."""
 from __future__ import annotations
 
-from ._base import (Callback, CallbackList, ClusteringMethod, EpochLog, FitContext, MethodResult, Prepared,
-                    Snapshot)
+from ._types import Callback, CallbackList, EpochLog, MethodResult, Prepared, Snapshot
+from ._base import ClusteringMethod, FitContext
+from ._loop import NonFiniteLossError
 from ._registry import get_method, list_methods, register_method
 from ._run import run_method, write_result
 
@@ -15,17 +16,9 @@ from . import scsamac  # noqa: E402,F401
 from . import scamac  # noqa: E402,F401
 from . import scgpcl  # noqa: E402,F401
 
-#: every name the project will register; methods not yet implemented are reported by ``planned_methods``
-PLANNED = ("leiden", "kmeans", "contrastive_sc", "cicl", "scsamac", "scgpcl", "scamac")
-
 __all__ = ["Callback", "CallbackList", "ClusteringMethod", "EpochLog", "FitContext", "MethodResult", "Prepared",
-           "Snapshot", "get_method", "list_methods", "register_method", "run_method", "write_result",
-           "planned_methods", "describe_methods"]
-
-
-def planned_methods() -> list[str]:
-    """Planned names that are not registered yet (shown as 'coming soon' instead of being hidden)."""
-    return [n for n in PLANNED if n not in list_methods()]
+           "Snapshot", "NonFiniteLossError", "get_method", "list_methods", "register_method", "run_method",
+           "write_result", "describe_methods"]
 
 
 def describe_methods() -> list[dict]:

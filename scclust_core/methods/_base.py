@@ -4,8 +4,9 @@ A method is a :class:`ClusteringMethod` subclass with a config dataclass (``Conf
 ``fit(adata, config, callback=...)`` never mutates ``adata``; it returns a :class:`MethodResult` with the
 embedding, labels, per-epoch :class:`EpochLog` history (named loss components, display-only metrics),
 :class:`Snapshot` s of a fixed subsample in 2-D, and the config. The training loop of a method stays a plain
-``for epoch in ...`` loop that calls :meth:`FitContext.emit`, which computes display metrics, takes aligned
-snapshots, calls the callback and reports a cooperative cancel.
+``for epoch in ctx.phase(...)`` loop that calls :meth:`FitContext.emit`, which computes display metrics, takes
+aligned snapshots (lazily, on a fixed subsample), calls the callback and reports a cooperative cancel. The
+result/callback types live in the leaf module :mod:`._types`, the loop helpers in :mod:`._loop`.
 
 Labels passed as ``label_key`` are used **only** for display metrics; no method may use them to pick an
 epoch, a model or a hyperparameter.
@@ -15,198 +16,89 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, TypeVar, Union, cast
 
 import numpy as np
 from anndata import AnnData
 
 from ..config import MethodConfig
-from ..device import resolve_device, set_threads
+from ..device import fit_threads, resolve_device
 from .. import metrics as _metrics
+from ._types import (Callback, CallbackList, CallbackProtocol, EpochLog, MethodResult, Prepared,  # noqa: F401
+                     Snapshot)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "EpochLog", "Snapshot", "MethodResult", "Callback", "CallbackProtocol", "CallbackList",
-    "FitContext", "Prepared", "ClusteringMethod", "RunCancelled", "degenerate_clustering_warnings",
+    "FitContext", "Prepared", "ClusteringMethod", "ConfigT", "degenerate_clustering_warnings", "snapshot_rows",
 ]
+
+ConfigT = TypeVar("ConfigT", bound=MethodConfig)
+#: an embedding for :meth:`FitContext.emit`: all cells or the snapshot rows, or a callable computing it lazily
+EmbeddingArg = Union[np.ndarray, Callable[[], np.ndarray], None]
+#: labels for :meth:`FitContext.emit`: all cells or the snapshot rows, or ``f(embedding_rows) -> labels``
+LabelsArg = Union[np.ndarray, Callable[[np.ndarray], np.ndarray], None]
 
 #: at most this many cells are followed in snapshots (and used for live silhouettes)
 SNAPSHOT_CELLS = 5000
 SILHOUETTE_CELLS = 2000
 
 
-@dataclass
-class EpochLog:
-    """One training epoch: named loss components and display-only metrics."""
-
-    epoch: int  # 1-based, counted across phases
-    phase: str  # e.g. "train", "pretrain", "cluster"
-    losses: dict[str, float]
-    metrics: dict[str, float]
-    seconds: float  # wall time of this epoch
-    elapsed: float  # wall time since fit() started
-    total_epochs: int  # planned epochs (an upper bound for methods that stop early)
-
-    def to_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"epoch": self.epoch, "phase": self.phase, "seconds": self.seconds,
-                               "elapsed": self.elapsed, "total_epochs": self.total_epochs}
-        row.update({f"loss_{k}": v for k, v in self.losses.items()})
-        row.update({f"metric_{k}": v for k, v in self.metrics.items()})
-        return row
-
-
-@dataclass
-class Snapshot:
-    """2-D view of the current embedding of a fixed subsample, with the current cluster labels."""
-
-    epoch: int
-    phase: str
-    xy: np.ndarray  # float32 [n_sub, 2], aligned to the previous snapshot
-    labels: np.ndarray  # int64 [n_sub]
-
-
-@dataclass
-class MethodResult:
-    """What ``fit`` returns. Row ``i`` of ``embedding``/``labels`` is input cell ``cell_index[i]``."""
-
-    method: str
-    embedding: np.ndarray  # float32 [n_kept, d]
-    labels: np.ndarray  # int64 [n_kept]
-    cell_index: np.ndarray  # int64 [n_kept], rows of the input AnnData (cells removed by QC are absent)
-    n_input_cells: int
-    history: list[EpochLog]
-    snapshots: list[Snapshot]
-    snapshot_index: np.ndarray  # int64 [n_sub], input-cell rows followed by the snapshots
-    config: dict[str, Any]
-    metrics: dict[str, float]  # final metrics (display only when computed against an annotation)
-    status: str = "completed"  # "completed" | "cancelled"
-    device: str = "cpu"
-    seconds: float = 0.0
-    started_at: str = ""
-    finished_at: str = ""
-    label_key: str | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_clusters(self) -> int:
-        return int(len(np.unique(self.labels)))
-
-    def full_labels(self) -> np.ndarray:
-        """Labels for every input cell; cells dropped by preprocessing get -1."""
-        out = np.full(self.n_input_cells, -1, dtype=np.int64)
-        out[self.cell_index] = self.labels
-        return out
-
-    def full_embedding(self) -> np.ndarray:
-        """Embedding for every input cell; cells dropped by preprocessing get NaN rows."""
-        out = np.full((self.n_input_cells, self.embedding.shape[1]), np.nan, dtype=np.float32)
-        out[self.cell_index] = self.embedding
-        return out
-
-    def history_frame(self):
-        import pandas as pd
-
-        return pd.DataFrame([h.to_row() for h in self.history])
-
-
-@runtime_checkable
-class CallbackProtocol(Protocol):
-    def on_train_begin(self, info: dict[str, Any]) -> None: ...
-    def on_epoch_end(self, log: EpochLog, snapshot: Snapshot | None) -> None: ...
-    def on_train_end(self, result: MethodResult) -> None: ...
-    def should_stop(self) -> bool: ...
-
-
-class Callback:
-    """No-op base: override what you need (a run recorder, a UI job state, a progress bar)."""
-
-    def on_train_begin(self, info: dict[str, Any]) -> None:
-        """``info``: method, total_epochs, n_cells, n_genes, device, config."""
-
-    def on_epoch_end(self, log: EpochLog, snapshot: Snapshot | None) -> None:
-        """Called after every epoch of every phase."""
-
-    def on_snapshot(self, snapshot: Snapshot) -> None:
-        """Called for snapshots taken outside an epoch (epoch 0 and the final one)."""
-
-    def on_train_end(self, result: MethodResult) -> None:
-        """Called once with the finished (or cancelled) result."""
-
-    def should_stop(self) -> bool:
-        """Cooperative cancel: return True to stop after the current step."""
-        return False
-
-
-class CallbackList(Callback):
-    def __init__(self, callbacks: Sequence[Callback | None]):
-        self.callbacks = [c for c in callbacks if c is not None]
-
-    def on_train_begin(self, info):
-        for c in self.callbacks:
-            c.on_train_begin(info)
-
-    def on_epoch_end(self, log, snapshot):
-        for c in self.callbacks:
-            c.on_epoch_end(log, snapshot)
-
-    def on_snapshot(self, snapshot):
-        for c in self.callbacks:
-            if hasattr(c, "on_snapshot"):
-                c.on_snapshot(snapshot)
-
-    def on_train_end(self, result):
-        for c in self.callbacks:
-            c.on_train_end(result)
-
-    def should_stop(self):
-        return any(c.should_stop() for c in self.callbacks)
-
-
-class RunCancelled(Exception):
-    """Raised inside a method only when it cannot produce labels after a cancel (rare)."""
-
-
-@dataclass
-class Prepared:
-    """A method's preprocessed input: ``adata`` (cells × selected genes) and where its cells came from."""
-
-    adata: AnnData
-    cell_index: np.ndarray  # int64 rows of the input AnnData
-
-
 class FitContext:
-    """Per-fit helper handed to a method's training loop (metrics, snapshots, callback, cancel)."""
+    """Per-fit helper handed to a method's training loop: phases and the global epoch counter, cooperative
+    cancel, display metrics, lazily computed snapshots and the callback.
 
-    def __init__(self, *, method: str, callback: Callback | None, truth: np.ndarray | None,
+    The live views follow a fixed subsample of at most :data:`SNAPSHOT_CELLS` cells (``sub_idx``, rows of the
+    prepared cells): snapshots and display metrics are computed on it, so a live view never reclusters all
+    cells of a 50k dataset. Methods may hand :meth:`emit` an embedding / labels of all ``n`` cells or of the
+    ``n_sub`` subsample rows (``sub_idx`` order) — when ``n ≤ 5,000`` both are the same.
+    """
+
+    def __init__(self, *, method: str, callback: Callback | CallbackProtocol | None, truth: np.ndarray | None,
                  n_cells: int, snapshot_every: int, seed: int, device: str):
         self.method = method
         self.callback = callback or Callback()
         self.truth = truth
+        self.n_cells = int(n_cells)
         self.snapshot_every = int(snapshot_every)
         self.device = device
-        rng = np.random.default_rng(seed)
-        n_sub = min(n_cells, SNAPSHOT_CELLS)
-        self.sub_idx = np.sort(rng.choice(n_cells, size=n_sub, replace=False)) if n_sub < n_cells else np.arange(n_cells)
+        self.sub_idx = snapshot_rows(n_cells, seed)
         self.history: list[EpochLog] = []
         self.snapshots: list[Snapshot] = []
         self.total_epochs = 0
+        self.epoch = 0  # global epoch counter, owned by :meth:`phase`
+        self.phase_name = ""
         self.t0 = time.perf_counter()
         self._t_last = self.t0
         self._stop = False
         self._prev_xy: np.ndarray | None = None
         self._last_epoch = 0
 
+    @property
+    def n_sub(self) -> int:
+        return int(len(self.sub_idx))
+
     # ------------------------------------------------------------ schedule
     def begin(self, total_epochs: int) -> None:
-        """Declare the planned number of epochs (across phases; an upper bound if stopping early)."""
+        """Declare (or revise) the planned number of epochs across phases (an upper bound if stopping early)."""
         self.total_epochs = int(total_epochs)
         self._t_last = time.perf_counter()
 
+    def phase(self, name: str, n_epochs: int) -> Iterator[int]:
+        """``for epoch in ctx.phase("pretrain", n): ...`` yields the **global** epoch number (1-based, counted
+        across phases) and ends early once a cancel is requested (checked before every epoch)."""
+        self.phase_name = name
+        for _ in range(int(n_epochs)):
+            if self.stop_requested:
+                return
+            self.epoch += 1
+            self.phase_name = name
+            yield self.epoch
+
     def snapshot_due(self, epoch: int) -> bool:
-        """True when ``emit(epoch, ...)`` will take a snapshot if given an embedding."""
+        """True when ``emit(epoch, ...)`` will take a snapshot if given an embedding and labels."""
         if epoch == 0:
             return True
         return self.snapshot_every > 0 and epoch % self.snapshot_every == 0
@@ -218,71 +110,107 @@ class FitContext:
         return self._stop
 
     # ------------------------------------------------------------ reporting
-    def emit(self, epoch: int, phase: str, losses: dict[str, float], *, embedding: np.ndarray | None = None,
-             labels: np.ndarray | None = None, extra_metrics: dict[str, float] | None = None,
+    def emit(self, epoch: int, phase: str, losses: Mapping[str, float], *, embedding: EmbeddingArg = None,
+             labels: LabelsArg = None, extra_metrics: Mapping[str, float] | None = None,
              snapshot: bool | None = None) -> bool:
         """Record one epoch; returns True when the run should stop (cancel requested).
 
-        Pass ``labels`` (current clustering of all cells) when the method has them: they give the live
-        ARI/NMI against the reference annotation (display only). Pass ``embedding`` (all cells) at least when
-        :meth:`snapshot_due` is true, to get a snapshot. ``snapshot`` overrides that schedule (for methods whose
-        reported epochs are offset by an earlier phase, e.g. contrastive-sc's HVG search).
+        ``embedding``: an array (all cells or the subsample rows) or a zero-argument callable evaluated only
+        when a snapshot is due — pass a callable so that epochs without a snapshot cost nothing.
+        ``labels``: the current clustering (all cells or subsample rows), or a callable ``f(embedding)``
+        evaluated on the (subsample) embedding when a snapshot is due; with a reference annotation they give
+        the live ARI/NMI (display only). ``snapshot`` overrides the schedule (:meth:`snapshot_due`).
         """
         now = time.perf_counter()
-        metrics = self._display_metrics(labels, embedding)
+        due = self.snapshot_due(epoch) if snapshot is None else bool(snapshot)
+        z_sub, lab_sub = self._resolve(embedding, labels, evaluate=due)
+        metrics = self._display_metrics(lab_sub, z_sub)
         if extra_metrics:
             metrics.update({k: float(v) for k, v in extra_metrics.items()})
         log = EpochLog(epoch=int(epoch), phase=phase, losses={k: float(v) for k, v in losses.items()},
                        metrics=metrics, seconds=now - self._t_last, elapsed=now - self.t0,
                        total_epochs=max(self.total_epochs, int(epoch)))
-        self._t_last = now
         self.history.append(log)
         self._last_epoch = int(epoch)
         snap = None
-        due = self.snapshot_due(epoch) if snapshot is None else snapshot
-        if embedding is not None and labels is not None and due:
-            snap = self._take_snapshot(epoch, phase, embedding, labels)
+        if due and z_sub is not None and lab_sub is not None:
+            snap = self._take_snapshot(epoch, phase, z_sub, lab_sub)
         self.callback.on_epoch_end(log, snap)
+        self._t_last = time.perf_counter()  # live-view work is not counted in the next epoch's seconds
         return self.stop_requested
 
-    def initial(self, embedding: np.ndarray, labels: np.ndarray, phase: str = "init", epoch: int = 0) -> None:
+    def initial(self, embedding: EmbeddingArg, labels: LabelsArg, phase: str = "init", epoch: int = 0) -> None:
         """Epoch-0 snapshot: the embedding before any training (as in CICL's Fig. 3). ``epoch`` > 0 when an
         earlier phase already reported epochs (the snapshot then sits where the new training starts)."""
-        snap = self._take_snapshot(int(epoch), phase, embedding, labels)
-        self.callback.on_snapshot(snap) if hasattr(self.callback, "on_snapshot") else None
+        z_sub, lab_sub = self._resolve(embedding, labels, evaluate=True)
+        if z_sub is None or lab_sub is None:
+            raise ValueError("FitContext.initial needs an embedding and labels")
+        self._notify(self._take_snapshot(int(epoch), phase, z_sub, lab_sub))
+        self._t_last = time.perf_counter()
 
     def finish(self, embedding: np.ndarray, labels: np.ndarray, phase: str = "final") -> None:
         """Final snapshot from the final embedding and labels, unless the last epoch already took one."""
+        lab_sub = self._rows(np.asarray(labels)).astype(np.int64)
         if self.snapshots and self.snapshots[-1].epoch == self._last_epoch and self._last_epoch > 0:
             # replace labels by the final clustering so the last frame matches the result
             last = self.snapshots[-1]
-            self.snapshots[-1] = Snapshot(last.epoch, last.phase, last.xy, np.asarray(labels)[self.sub_idx].astype(np.int64))
+            self.snapshots[-1] = Snapshot(last.epoch, last.phase, last.xy, lab_sub)
             return
-        snap = self._take_snapshot(self._last_epoch, phase, embedding, labels)
-        self.callback.on_snapshot(snap) if hasattr(self.callback, "on_snapshot") else None
+        self._notify(self._take_snapshot(self._last_epoch, phase, self._rows(np.asarray(embedding)), lab_sub))
 
     # ------------------------------------------------------------ internals
-    def _display_metrics(self, labels, embedding) -> dict[str, float]:
-        if labels is None:
+    def _notify(self, snap: Snapshot) -> None:
+        if hasattr(self.callback, "on_snapshot"):
+            self.callback.on_snapshot(snap)
+
+    def _rows(self, a: np.ndarray) -> np.ndarray:
+        """Subsample rows of an all-cell array; an array that already has ``n_sub`` rows is returned as is."""
+        if len(a) == self.n_sub:
+            return a
+        if len(a) == self.n_cells:
+            return a[self.sub_idx]
+        raise ValueError(f"{self.method}: expected {self.n_cells} (all cells) or {self.n_sub} (snapshot "
+                         f"subsample) rows, got {len(a)}")
+
+    def _resolve(self, embedding: EmbeddingArg, labels: LabelsArg, *,
+                 evaluate: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Subsample rows of the embedding / labels, calling lazy arguments only when ``evaluate``."""
+        z = embedding() if callable(embedding) and evaluate else embedding
+        z_sub = self._rows(np.asarray(z)) if z is not None and not callable(z) else None
+        if callable(labels):
+            lab = labels(z_sub) if evaluate and z_sub is not None else None
+        else:
+            lab = labels
+        lab_sub = self._rows(np.asarray(lab)).astype(np.int64) if lab is not None else None
+        return z_sub, lab_sub
+
+    def _display_metrics(self, lab_sub: np.ndarray | None, z_sub: np.ndarray | None) -> dict[str, float]:
+        if lab_sub is None:
             return {}
-        labels = np.asarray(labels)
         if self.truth is not None:
-            ok = self.truth >= 0
-            return {"ari": _metrics.ari(self.truth[ok], labels[ok]), "nmi": _metrics.nmi(self.truth[ok], labels[ok])}
-        if embedding is not None:
-            idx = self.sub_idx[: SILHOUETTE_CELLS]
-            return {"silhouette": _metrics.silhouette(np.asarray(embedding)[idx], labels[idx])}
+            truth = self.truth[self.sub_idx]
+            ok = truth >= 0
+            return {"ari": _metrics.ari(truth[ok], lab_sub[ok]), "nmi": _metrics.nmi(truth[ok], lab_sub[ok])}
+        if z_sub is not None:
+            return {"silhouette": _metrics.silhouette(z_sub[:SILHOUETTE_CELLS], lab_sub[:SILHOUETTE_CELLS])}
         return {}
 
-    def _take_snapshot(self, epoch: int, phase: str, embedding: np.ndarray, labels: np.ndarray) -> Snapshot:
-        z = np.asarray(embedding, dtype=np.float64)[self.sub_idx]
-        xy = pca_2d(z)
+    def _take_snapshot(self, epoch: int, phase: str, z_sub: np.ndarray, lab_sub: np.ndarray) -> Snapshot:
+        xy = pca_2d(np.asarray(z_sub, dtype=np.float64))
         if self._prev_xy is not None:
             xy = procrustes_align(xy, self._prev_xy)
         self._prev_xy = xy
-        snap = Snapshot(int(epoch), phase, xy.astype(np.float32), np.asarray(labels)[self.sub_idx].astype(np.int64))
+        snap = Snapshot(int(epoch), phase, xy.astype(np.float32), np.asarray(lab_sub, dtype=np.int64))
         self.snapshots.append(snap)
         return snap
+
+
+def snapshot_rows(n_cells: int, seed: int) -> np.ndarray:
+    """The fixed subsample (rows of the prepared cells, sorted int64) that live views follow."""
+    n_sub = min(n_cells, SNAPSHOT_CELLS)
+    if n_sub < n_cells:
+        return np.sort(np.random.default_rng(seed).choice(n_cells, size=n_sub, replace=False)).astype(np.int64)
+    return np.arange(n_cells, dtype=np.int64)
 
 
 def pca_2d(z: np.ndarray) -> np.ndarray:
@@ -306,11 +234,13 @@ def procrustes_align(xy: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return a @ r
 
 
-class ClusteringMethod(ABC):
+class ClusteringMethod(ABC, Generic[ConfigT]):
     """Base class: declares what a method needs and runs the shared parts of ``fit``.
 
     Subclasses set the class attributes and implement :meth:`prepare` (preprocessing recipe) and
-    :meth:`train` (the model; returns embedding, labels and extras for the prepared cells).
+    :meth:`train` (the model; returns embedding, labels and extras for the prepared cells). A method is
+    parametrised by its config class (``class CICL(ClusteringMethod[CICLConfig])``), so ``prepare``/``train``
+    take the method's own config type.
     """
 
     name: ClassVar[str] = ""
@@ -332,25 +262,72 @@ class ClusteringMethod(ABC):
         doc = (type(self).__doc__ or "").strip()
         return doc.splitlines()[0] if doc else self.name
 
-    def default_config(self, preset: str | None = None, **overrides: Any) -> MethodConfig:
-        return self.Config.from_preset(preset, **overrides)
+    def default_config(self, preset: str | None = None, **overrides: Any) -> ConfigT:
+        return cast(ConfigT, self.Config.from_preset(preset, **overrides))
+
+    def planned_epochs(self, config: ConfigT) -> int:
+        """Epochs the training plans across its phases (0 for non-deep methods); given to callbacks at
+        ``on_train_begin`` as ``total_epochs``. An upper bound for methods that may stop early."""
+        return 0
 
     # ---------------------------------------------------------------- to implement
     @abstractmethod
-    def prepare(self, adata: AnnData, config: MethodConfig) -> Prepared:
+    def prepare(self, adata: AnnData, config: ConfigT) -> Prepared:
         """Preprocess a copy of ``adata`` (raw counts in X) into the method's input."""
 
     @abstractmethod
-    def train(self, data: Prepared, config: MethodConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
+    def train(self, data: Prepared, config: ConfigT, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
         """Train and cluster; return ``(embedding float32 [n, d], labels int64 [n], extras)``."""
 
     # ---------------------------------------------------------------- shared driver
-    def fit(self, adata: AnnData, config: MethodConfig | None = None, *, callback: Callback | None = None,
+    def fit(self, adata: AnnData, config: ConfigT | None = None, *, callback: Callback | None = None,
             label_key: str | None = None) -> MethodResult:
         """Preprocess, train and cluster ``adata`` (not modified). See the module docstring."""
         from ..runs import seed_everything
 
-        config = config if config is not None else self.default_config()
+        cfg: ConfigT = config if config is not None else self.default_config()
+        truth_all = self._check_inputs(adata, cfg, label_key)
+        device = resolve_device(cfg.device)
+        with fit_threads(int(getattr(cfg, "torch_threads", 0) or 0), device) as threads:
+            seed_everything(cfg.seed)
+            started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            t0 = time.perf_counter()
+            data = self.prepare(adata, cfg)
+            n = data.adata.n_obs
+            k = cfg.n_clusters
+            if k is not None and k >= n:
+                raise ValueError(f"n_clusters={k} must be smaller than the number of cells left after filtering ({n})")
+            truth = truth_all[data.cell_index] if truth_all is not None else None
+            ctx = FitContext(method=self.name, callback=callback, truth=truth, n_cells=n,
+                             snapshot_every=cfg.snapshot_every, seed=cfg.seed, device=device)
+            ctx.begin(self.planned_epochs(cfg))
+            cell_index = np.asarray(data.cell_index, dtype=np.int64)
+            ctx.callback.on_train_begin({"method": self.name, "n_cells": n, "n_genes": data.adata.n_vars,
+                                         "device": device, "config": cfg.to_dict(), "threads": dict(threads),
+                                         "total_epochs": ctx.total_epochs, "snapshot_index": cell_index[ctx.sub_idx]})
+            seed_everything(cfg.seed)
+            embedding, labels, extras = self.train(data, cfg, ctx)
+        embedding = np.ascontiguousarray(embedding, dtype=np.float32)
+        labels = _relabel(np.asarray(labels))
+        if embedding.shape[0] != n or labels.shape[0] != n:
+            raise RuntimeError(f"{self.name} returned {embedding.shape[0]} embeddings / {labels.shape[0]} labels for {n} cells")
+        if self.deep:
+            ctx.finish(embedding, labels)
+        extras = self._final_extras(extras, labels, k, threads)
+        result = MethodResult(
+            method=self.name, embedding=embedding, labels=labels, cell_index=cell_index, n_input_cells=adata.n_obs,
+            history=ctx.history, snapshots=ctx.snapshots, snapshot_index=cell_index[ctx.sub_idx],
+            config=cfg.to_dict(), metrics=_metrics.evaluate(labels, truth=truth, embedding=embedding),
+            status="cancelled" if ctx.stop_requested else "completed", device=device,
+            seconds=time.perf_counter() - t0, started_at=started,
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), label_key=label_key,
+            extras=extras,
+        )
+        ctx.callback.on_train_end(result)
+        return result
+
+    def _check_inputs(self, adata: AnnData, config: ConfigT, label_key: str | None) -> np.ndarray | None:
+        """Validate config, data size, K and the annotation column; return the annotation codes (or None)."""
         if not isinstance(config, self.Config):
             raise TypeError(f"{self.name} expects a {self.Config.__name__}, got {type(config).__name__}")
         config.validate()
@@ -361,54 +338,22 @@ class ClusteringMethod(ABC):
             raise ValueError(f"{self.name} needs the number of clusters: set n_clusters (K)")
         if k is not None and k >= adata.n_obs:
             raise ValueError(f"n_clusters={k} must be smaller than the number of cells ({adata.n_obs})")
-        truth_all = None
-        if label_key is not None:
-            if label_key not in adata.obs:
-                raise ValueError(f"Annotation column {label_key!r} not in obs; available: {list(adata.obs.columns)}")
-            truth_all = _codes(adata.obs[label_key])
+        if label_key is None:
+            return None
+        if label_key not in adata.obs:
+            raise ValueError(f"Annotation column {label_key!r} not in obs; available: {list(adata.obs.columns)}")
+        return _codes(adata.obs[label_key])
 
-        device = resolve_device(config.device)
-        if device == "cpu":
-            set_threads()
-        seed_everything(config.seed)
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        t0 = time.perf_counter()
-        data = self.prepare(adata, config)
-        n = data.adata.n_obs
-        if k is not None and k >= n:
-            raise ValueError(f"n_clusters={k} must be smaller than the number of cells left after filtering ({n})")
-        truth = truth_all[data.cell_index] if truth_all is not None else None
-        ctx = FitContext(method=self.name, callback=callback, truth=truth, n_cells=n,
-                         snapshot_every=config.snapshot_every, seed=config.seed, device=device)
-        ctx.device = device
-        ctx.callback.on_train_begin({"method": self.name, "n_cells": n, "n_genes": data.adata.n_vars,
-                                     "device": device, "config": config.to_dict()})
-        seed_everything(config.seed)
-        embedding, labels, extras = self.train(data, config, ctx)
-        embedding = np.ascontiguousarray(embedding, dtype=np.float32)
-        labels = _relabel(np.asarray(labels))
-        if embedding.shape[0] != n or labels.shape[0] != n:
-            raise RuntimeError(f"{self.name} returned {embedding.shape[0]} embeddings / {labels.shape[0]} labels for {n} cells")
-        if self.deep:
-            ctx.finish(embedding, labels)
-        final = _metrics.evaluate(labels, truth=truth, embedding=embedding)
-        extras = dict(extras or {})
+    def _final_extras(self, extras: dict | None, labels: np.ndarray, k: int | None,
+                      threads: dict[str, Any]) -> dict[str, Any]:
+        out = dict(extras or {})
+        out.setdefault("threads", dict(threads))
         warns = degenerate_clustering_warnings(labels, k)
         if warns:
-            extras["warnings"] = list(extras.get("warnings", [])) + warns
+            out["warnings"] = list(out.get("warnings", [])) + warns
             for w in warns:
                 logger.warning("%s: %s", self.name, w)
-        result = MethodResult(
-            method=self.name, embedding=embedding, labels=labels, cell_index=np.asarray(data.cell_index, dtype=np.int64),
-            n_input_cells=adata.n_obs, history=ctx.history, snapshots=ctx.snapshots,
-            snapshot_index=np.asarray(data.cell_index, dtype=np.int64)[ctx.sub_idx], config=config.to_dict(),
-            metrics=final, status="cancelled" if ctx.stop_requested else "completed", device=device,
-            seconds=time.perf_counter() - t0, started_at=started,
-            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), label_key=label_key,
-            extras=extras,
-        )
-        ctx.callback.on_train_end(result)
-        return result
+        return out
 
 
 def degenerate_clustering_warnings(labels: np.ndarray, k_requested: int | None, *,

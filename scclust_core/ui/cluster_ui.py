@@ -5,7 +5,7 @@ import streamlit as st
 
 from ..device import describe_devices
 from ..jobs import TrainingJob, register_job
-from ..methods import describe_methods, get_method, planned_methods
+from ..methods import describe_methods, get_method
 from . import forms, state
 
 K_METHOD = "method_pick_saved"
@@ -34,9 +34,6 @@ def method_picker() -> str:
     if r["needs_counts"] and not _has_counts():
         st.warning("This method needs raw integer counts, and this dataset has none (X looks normalised). "
                    "Upload the raw count matrix, or use Leiden / K-means.")
-    soon = planned_methods()
-    if soon:
-        st.caption("Coming soon: " + ", ".join(soon))
     return name
 
 
