@@ -1,6 +1,8 @@
-"""Losses and DEC components shared by the deep methods (METHODS.md §0.3–§0.5), as pure torch functions.
+"""Count likelihoods of the autoencoder decoders (METHODS.md §0.3): NB and ZINB in the DCA form.
 
-Shapes: ``B`` cells in a minibatch, ``D`` embedding dims, ``G`` genes, ``K`` clusters.
+Eraslan et al., "Single-cell RNA-seq denoising using a deep count autoencoder", Nat. Commun. 2019 (DCA);
+used by scDeepCluster, scSAMAC (NB) and scGPCL (ZINB). Shapes: ``x``, ``mean``, ``disp``, ``pi`` [B, G];
+``size_factors`` [B].
 """
 from __future__ import annotations
 
@@ -9,40 +11,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "nt_xent", "info_nce", "mean_activation", "disp_activation", "nb_nll", "zinb_nll", "count_nll", "student_t_q",
-    "target_distribution", "cluster_kl", "soft_kmeans_loss", "delta_label",
-]
+__all__ = ["EPS", "mean_activation", "disp_activation", "nb_nll", "zinb_nll", "count_nll"]
 
 EPS = 1e-10
 _LOG_MAX_MEAN = math.log(1e6)
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent / unsupervised SupCon over 2B anchors (§0.4). ``z1``, ``z2``: [B, D], already normalised or not.
-
-    For anchor a the positive is the other view of the same cell; the denominator runs over all b ≠ a.
-    Each row's max logit is subtracted (detached) for stability. Identical unit-norm views with mutually
-    orthogonal cells give ``log(2B − 2 + e^{1/T}) − 1/T``.
-    """
-    if z1.shape != z2.shape:
-        raise ValueError(f"views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    b = z1.shape[0]
-    v = torch.cat([z1, z2], dim=0)
-    logits = v @ v.T / temperature
-    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    self_mask = torch.eye(2 * b, dtype=torch.bool, device=v.device)
-    pos_index = torch.arange(2 * b, device=v.device).roll(b)
-    pos = logits[torch.arange(2 * b, device=v.device), pos_index]
-    denom = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)
-    return (denom - pos).mean()
-
-
-def info_nce(f1: torch.Tensor, f2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """One-directional InfoNCE (CICL [C]): anchors from view 1, cross-view negatives only; mean over B."""
-    logits = f1 @ f2.T / temperature
-    target = torch.arange(f1.shape[0], device=f1.device)
-    return F.cross_entropy(logits, target)
 
 
 def mean_activation(pre: torch.Tensor) -> torch.Tensor:
@@ -88,37 +60,3 @@ def count_nll(x: torch.Tensor, mean: torch.Tensor, disp: torch.Tensor, pi: torch
     if pi is None:
         return nb_nll(x, mean, disp, size_factors)
     return zinb_nll(x, mean, disp, pi, size_factors)
-
-
-def student_t_q(z: torch.Tensor, mu: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """DEC soft assignment [B, K]: Student-t kernel between embeddings ``z`` [B, D] and centres ``mu`` [K, D]."""
-    d2 = torch.cdist(z, mu).square()
-    q = torch.pow(1.0 + d2 / alpha, -(alpha + 1.0) / 2.0)
-    return q / q.sum(dim=1, keepdim=True)
-
-
-def target_distribution(q: torch.Tensor) -> torch.Tensor:
-    """DEC target ``p_ik ∝ q_ik² / f_k`` with ``f_k = Σ_i q_ik`` (compute on the full data, detached)."""
-    w = q.square() / q.sum(dim=0)
-    return (w / w.sum(dim=1, keepdim=True)).detach()
-
-
-def cluster_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """KL clustering loss as coded in scGPCL: ``mean_i Σ_k p log(p / (q + 1e-6))`` (0·log 0 taken as 0)."""
-    return torch.sum(torch.xlogy(p, p) - p * torch.log(q + 1e-6), dim=1).mean()
-
-
-def soft_kmeans_loss(z: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """Weighted soft k-means loss (scziDesk form, §0.5); the weights are not detached."""
-    d = torch.cdist(z, mu).square()
-    w = torch.softmax(-(d - d.min(dim=1, keepdim=True).values), dim=1)
-    w = w.square() / w.square().sum(dim=1, keepdim=True)
-    return (w * d).sum(dim=1).mean()
-
-
-def delta_label(new, old) -> float:
-    """Fraction of cells whose label changed (DEC stopping rule)."""
-    import numpy as np
-
-    new, old = np.asarray(new), np.asarray(old)
-    return float((new != old).mean())

@@ -68,8 +68,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from ..config import MethodConfig, param
-from ..losses import cluster_kl, delta_label, disp_activation, mean_activation, nt_xent, student_t_q, \
-    target_distribution, zinb_nll
+from ..losses import (cluster_kl, delta_label, disp_activation, mean_activation, prototype_loss,
+                      scgpcl_instance_loss, student_t_q, target_distribution, zinb_nll)
 from ..preprocess import recipe_r3
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._bipartite import MAX_NEIGHBORS, BipartiteGraph, BipartiteSAGEEncoder, Subgraph, hgt_sample, mean_operator
@@ -192,50 +192,6 @@ def resolve_hvg_frac(hvg_frac: float | None, n_genes: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- losses
-def scgpcl_instance_loss(rep1: torch.Tensor, rep2: torch.Tensor, tau: float, mask_bug: bool = True) -> torch.Tensor:
-    """Instance NT-Xent over the 2B L2-normalised seed representations (§4.5).
-
-    ``mask_bug=True`` reproduces the official ``ins_contrastive_loss``: the self-similarity mask covers only the
-    first B rows, so a view-2 anchor keeps its own similarity (1/τ) in the denominator and averages −log p over
-    two positives {other view, itself}. ``mask_bug=False`` is the standard symmetric form (``losses.nt_xent``).
-    """
-    z1 = F.normalize(rep1, dim=1)
-    z2 = F.normalize(rep2, dim=1)
-    if not mask_bug:
-        return nt_xent(z1, z2, tau)
-    b = z1.shape[0]
-    v = torch.cat([z1, z2], dim=0)
-    logits = v @ v.T / tau
-    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
-    ar = torch.arange(b, device=v.device)
-    # rows of view 1: standard (self excluded from the denominator, positive = other view)
-    l1 = logits[:b].clone()
-    pos1 = l1[ar, ar + b]
-    den1 = torch.logsumexp(l1.index_put((ar, ar), torch.tensor(float("-inf"), device=v.device)), dim=1)
-    loss1 = den1 - pos1
-    # rows of view 2: nothing masked; positives = other view and itself
-    l2 = logits[b:]
-    den2 = torch.logsumexp(l2, dim=1)
-    loss2 = den2 - 0.5 * (l2[ar, ar] + l2[ar, ar + b])
-    return torch.cat([loss1, loss2]).mean()
-
-
-def prototype_loss(rep: torch.Tensor, assignments: list[torch.Tensor], prototypes: list[torch.Tensor],
-                   tau: float) -> torch.Tensor:
-    """Prototypical contrastive loss (§4.5): mean over cells of the mean over granularities of
-    ``−log softmax_k(cos(h_i, c_k)/τ)[a_i]``.
-
-    ``rep`` [B, D] (view 1), ``assignments[t]`` int64 [B] in ``0..K_t−1``, ``prototypes[t]`` [K_t, D]
-    (un-normalised cluster means of view 2). Identical to the code's ``pos / (pos + Σ_neg)`` form.
-    """
-    h = F.normalize(rep, dim=1)
-    total = rep.new_zeros(rep.shape[0])
-    for a, c in zip(assignments, prototypes):
-        logits = h @ F.normalize(c, dim=1).T / tau
-        total = total + F.cross_entropy(logits, a, reduction="none")
-    return (total / max(len(assignments), 1)).mean()
-
-
 def _prototypes(rep2: np.ndarray, k: int, n_init: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """K-means on the detached view-2 seed reps: (assignments 0..K'−1, un-normalised means [K', D])."""
     k = int(min(k, rep2.shape[0]))

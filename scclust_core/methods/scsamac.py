@@ -52,8 +52,8 @@ import torch.nn as nn
 from anndata import AnnData
 
 from ..config import MethodConfig, param
-from ..losses import (delta_label, disp_activation, mean_activation, nb_nll, nt_xent, soft_kmeans_loss,
-                      student_t_q, target_distribution, zinb_nll)
+from ..losses import (cluster_level_loss, delta_label, disp_activation, mean_activation, nb_nll, nt_xent,
+                      soft_kmeans_loss, student_t_q, target_distribution, wasserstein_1d, zinb_nll)
 from ..preprocess import recipe_r1
 from ._attention import CellMHA
 from ._base import ClusteringMethod, FitContext, Prepared
@@ -172,24 +172,6 @@ def saliency_mask(x: torch.Tensor, generator: torch.Generator | None = None, thr
     p = mask_rates(x, thresholds, rates)
     u = torch.rand(x.shape[1], generator=generator, device=x.device, dtype=x.dtype)
     return x * (u >= p).to(x.dtype)
-
-
-def wasserstein_1d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1-D Wasserstein distance between the flattened arrays treated as equal-size samples.
-
-    Equals ``scipy.stats.wasserstein_distance(a.ravel(), b.ravel())`` and is differentiable (sort-based).
-    """
-    return (torch.sort(a.reshape(-1)).values - torch.sort(b.reshape(-1)).values).abs().mean()
-
-
-def cluster_level_loss(a: torch.Tensor, b: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
-    """Cluster-level hinge loss on B×K projections: ``(1/K²)[Σ_k ‖a_k−b_k‖² + Σ_{k≠l} max(0, m−‖a_k−b_l‖)²]``."""
-    k = a.shape[1]
-    d = torch.cdist(a.T.contiguous(), b.T.contiguous())  # [K, K] distances between columns
-    eye = torch.eye(k, dtype=torch.bool, device=a.device)
-    pos = d.diagonal().square().sum()
-    neg = torch.clamp(margin - d, min=0.0).square().masked_fill(eye, 0.0).sum()
-    return (pos + neg) / (k * k)
 
 
 def leiden_estimate(z: np.ndarray, n_neighbors: int, resolution: float, seed: int) -> np.ndarray:
