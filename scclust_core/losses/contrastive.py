@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["nt_xent", "info_nce", "scgpcl_instance_loss", "prototype_loss", "cluster_level_loss"]
+__all__ = ["nt_xent", "info_nce", "scgpcl_instance_loss", "prototype_loss", "cluster_level_loss",
+           "cluster_aware_loss", "cluster_aware_loss_paper"]
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -91,3 +92,45 @@ def cluster_level_loss(a: torch.Tensor, b: torch.Tensor, margin: float = 1.0) ->
     pos = d.diagonal().square().sum()
     neg = torch.clamp(margin - d, min=0.0).square().masked_fill(eye, 0.0).sum()
     return (pos + neg) / (k * k)
+
+
+def cluster_aware_loss(f1: torch.Tensor, f2: torch.Tensor, labels: torch.Tensor, temperature: float,
+                       reduction: str = "sum") -> torch.Tensor:
+    """CICL's cluster-aware ``CirculatePairConLoss`` [C] (Jiang et al., CICL; METHODS.md §1.4 item 2), vectorised.
+
+    ``f1``, ``f2``: [B, D] unit-norm views; ``labels``: [B] pseudo-cluster ids → scalar.
+
+    For cluster c (cells P, other cells R), each of the 2|P| anchors ``a ∈ {f1_i, f2_i}`` has
+    ``pos = exp(f1_i·f2_i/T)`` and ``neg = Σ_{j∈R} exp(a·f1_j/T) + exp(a·f2_j/T)``;
+    ``ℓ_c = mean_a −log(pos/(pos+neg))``. ``reduction="sum"`` (code) returns ``Σ_c ℓ_c`` over the clusters
+    present; ``"mean"`` divides by their number. Same-cluster cells are removed from the denominator but are
+    not positives; a batch with a single label gives 0.
+    """
+    v = torch.cat([f1, f2], dim=0)  # [2B, D]
+    lab = torch.cat([labels, labels])
+    pos_logit = (f1 * f2).sum(dim=1) / temperature  # [B]
+    pos_logit = torch.cat([pos_logit, pos_logit])
+    other = lab[:, None] != lab[None, :]  # [2B, 2B]
+    sim = torch.exp(v @ v.T / temperature)  # |logits| ≤ 1/T: no overflow
+    neg = (sim * other).sum(dim=1)
+    per_anchor = -(pos_logit - torch.log(torch.exp(pos_logit) + neg))  # −log(pos/(pos+neg))
+    uniq, inv, counts = torch.unique(lab, return_inverse=True, return_counts=True)
+    per_cluster = torch.zeros(len(uniq), dtype=per_anchor.dtype, device=per_anchor.device)
+    per_cluster = per_cluster.index_add(0, inv, per_anchor) / counts.to(per_anchor.dtype)
+    return per_cluster.sum() if reduction == "sum" else per_cluster.mean()
+
+
+def cluster_aware_loss_paper(f1: torch.Tensor, f2: torch.Tensor, labels: torch.Tensor,
+                             temperature: float) -> torch.Tensor:
+    """[P] Eq. 15 reading: for each of the 2B anchors, the numerator sums over every *same-cluster* vector
+    (both views, the anchor itself excluded), the denominator over numerator + other-cluster vectors;
+    ``−log(num / (num + neg))`` averaged over 2B anchors (our interpretation of the paper's formula)."""
+    v = torch.cat([f1, f2], dim=0)
+    lab = torch.cat([labels, labels])
+    n2 = v.shape[0]
+    sim = torch.exp(v @ v.T / temperature)
+    eye = torch.eye(n2, dtype=torch.bool, device=v.device)
+    same = (lab[:, None] == lab[None, :]) & ~eye
+    num = (sim * same).sum(dim=1)
+    neg = (sim * ~(same | eye)).sum(dim=1)
+    return -(torch.log(num) - torch.log(num + neg)).mean()
