@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from scclust_core.losses import info_nce
+from scclust_core.losses import cluster_aware_loss, info_nce
 from scclust_core.methods import get_method
-from scclust_core.methods._cicl_model import CICLEncoder, CICLHead, cluster_aware_loss, make_views
-from scclust_core.methods.cicl import CICLConfig, _n_shards
+from scclust_core.methods.cicl import CICLConfig, CICLEncoder, CICLHead, _n_shards, make_views
 from helpers import Recorder as _Recorder
 
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from scclust_core.methods import get_method
-from scclust_core.methods.contrastive_sc import (ContrastiveRepresentation, ContrastiveSCConfig, cosine_lr,
-                                                 minibatches)
+from scclust_core.methods.contrastive_sc import ContrastiveRepresentation, ContrastiveSCConfig, cosine_lr
 from scclust_core.losses import nt_xent
 from helpers import Recorder as _Recorder
 
@@ -78,14 +77,6 @@ def test_cosine_schedule_reproduces_500_epoch_horizon():
     assert cosine_lr(29, 0.4, 500) == pytest.approx(0.4e-3 + (0.4 - 0.4e-3) * (1 + math.cos(math.pi * 29 / 500)) / 2)
     assert 0.395 < cosine_lr(29, 0.4, 500) < 0.4
     assert cosine_lr(30, 0.4, 30) == pytest.approx(0.4e-3)  # horizon = epochs gives a real decay
-
-
-def test_minibatches_keep_partial_and_merge_single_cell():
-    sizes = [len(b) for b in minibatches(np.arange(450), 200)]
-    assert sizes == [200, 200, 50]
-    sizes = [len(b) for b in minibatches(np.arange(401), 200)]
-    assert sizes == [200, 201]
-    assert [len(b) for b in minibatches(np.arange(400), 200)] == [200, 200]
 
 
 def test_config_n_hvg_forms():

@@ -40,34 +40,39 @@ What runs here (tags of METHODS.md):
   epoch is reported.
 
 Choices where the spec is silent: live labels every epoch are the step pseudo-labels ("model score" in the
-code: nearest fixed centre of the clean pass), assembled over the epoch's steps; the epoch-0 snapshot is the
-train-mode embedding the centres were fitted on, with its K-means labels. Views use a torch generator seeded
+code: nearest fixed centre of the clean pass), assembled over the epoch's steps (kept on the device, copied
+once per epoch); the epoch-0 snapshot is the train-mode embedding the centres were fitted on, with its K-means
+labels; later snapshots embed only the snapshot subsample (eval mode, no random numbers drawn). Views use a torch generator seeded
 with ``seed``; shards and minibatches a numpy generator seeded with ``seed``; dropout the global torch RNG
 (seeded by the base). The ``cpu`` preset is the [A] adaptation of §1.10/§6: 500 HVGs, full batch, 25 epochs,
-Q/K skipped, one evaluation at the end (no intermediate snapshots), sharding above 3,000 cells.
+Q/K skipped, one evaluation at the end (no intermediate snapshots), sharding above 3,000 cells. ``amp``
+(CUDA only, off by default) runs the encoder and head in bfloat16 autocast; the losses stay in float32.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from anndata import AnnData
-from sklearn.cluster import KMeans
 
-from ..device import torch_threads
 from ..config import MethodConfig, param
-from ..losses import info_nce, nt_xent, student_t_q
+from ..losses import cluster_aware_loss, cluster_aware_loss_paper, info_nce, nt_xent, student_t_q
 from ..preprocess import recipe_r2
 from ._base import ClusteringMethod, FitContext, Prepared
-from ._cicl_model import CICLEncoder, CICLHead, cluster_aware_loss, cluster_aware_loss_paper, make_views
+from ._blocks import kmeans
+from ._loop import EpochMeter, encode_all, minibatches, to_device
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CICLConfig", "CICL"]
+__all__ = ["CICLConfig", "CICL", "CICLLayer", "CICLEncoder", "CICLHead", "make_views"]
 
 _EVAL_BATCH = 4096
 
@@ -121,19 +126,22 @@ class CICLConfig(MethodConfig):
     head_out: int = param(512, min=2, max=4096, advanced=True, help="Output width of the projection head.")
     kmeans_n_init: int = param(10, min=1, max=100, advanced=True,
                                help="Restarts of the centre-initialisation and final K-means.")
-    torch_threads: int = param(0, min=0, max=256, advanced=True,
-                               help="CPU threads torch uses while training (restored afterwards); 0 = the process setting.")
+    amp: bool = param(False, advanced=True,
+                      help="CUDA only: bfloat16 autocast for the encoder and head (losses in float32); ignored on CPU.")
 
     PRESETS = {
         "paper": {"epochs": 51, "batch_size": 6000, "shards": 1, "compute_qk": True, "snapshot_every": 5},
         "cpu": {"n_hvg": 500, "epochs": 25, "batch_size": 6000, "shards": 0, "compute_qk": False,
                 "snapshot_every": 0},
+        "tiny": {"n_hvg": 40, "epochs": 3, "shards": 0, "compute_qk": False, "snapshot_every": 1, "d_ff": 32,
+                 "head_hidden": 32, "head_out": 16, "n_layers": 2, "kmeans_n_init": 2},
     }
     PRESET_NOTES = {
         "paper": "Code settings [C]: 500 HVGs, 51 epochs, batch 6000 on one device, evaluation every 5 epochs "
                  "(the paper's 1000 epochs: set epochs).",
         "cpu": "Adaptation [A], not the published setting: 25 epochs, Q/K skipped (exact), one evaluation at the "
                "end, batch split into 4 shards above 3,000 cells (as the original 4 GPUs).",
+        "tiny": "Smoke test only (seconds on ~150 cells): a 2-layer, narrow network for 3 epochs; not for real data.",
     }
 
 
@@ -143,8 +151,108 @@ def _n_shards(config: CICLConfig, batch: int) -> int:
     return 1 if batch <= 3000 else 4
 
 
+# ---------------------------------------------------------------- network [C] (METHODS.md §1.2–§1.3)
+class CICLLayer(nn.Module):
+    """One encoder layer of CICL [C] for a sequence of length 1 (§1.2 a–h).
+
+    With one token the attention softmax is identically 1, so the context equals V: ``compute_qk=False`` skips
+    the Q/K products (exact; the parameters exist either way so both settings start from the same weights).
+    ``LN₀`` is a *fresh, non-learned* LayerNorm (weight 1, bias 0) as in the code; note the double residual.
+    """
+
+    def __init__(self, d_model: int, n_heads: int = 2, d_k: int = 512, d_v: int = 512, d_ff: int = 1024,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.n_heads, self.d_k, self.d_v = n_heads, d_k, d_v
+        self.w_q = nn.Linear(d_model, n_heads * d_k, bias=False)
+        self.w_k = nn.Linear(d_model, n_heads * d_k, bias=False)
+        self.w_v = nn.Linear(d_model, n_heads * d_v, bias=False)
+        self.w_o = nn.Linear(n_heads * d_v, d_model, bias=False)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.ff1 = nn.Linear(d_model, d_ff)
+        self.ff2 = nn.Linear(d_ff, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = dropout
+        self.compute_qk = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, G] (the length-1 sequence squeezed)
+        b = x.shape[0]
+        v = self.w_v(x).view(b, self.n_heads, 1, self.d_v)
+        if self.compute_qk:
+            q = self.w_q(x).view(b, self.n_heads, 1, self.d_k)
+            k = self.w_k(x).view(b, self.n_heads, 1, self.d_k)
+            attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(self.d_k), dim=-1)  # ≡ 1
+            ctx = attn @ v
+        else:
+            ctx = v
+        o = self.w_o(ctx.reshape(b, self.n_heads * self.d_v))
+        a = F.layer_norm(o + x, (x.shape[-1],), eps=1e-5)  # fresh LayerNorm: not learned
+        h = self.norm1(x + F.dropout(a, self.dropout, self.training))
+        f = self.ff2(F.dropout(F.relu(self.ff1(h)), self.dropout, self.training))
+        return self.norm2(h + F.dropout(f, self.dropout, self.training))
+
+
+class CICLEncoder(nn.Module):
+    """``n_layers`` deep copies of one layer (identical at init, as ``nn.TransformerEncoder`` builds them) +
+    a final learned LayerNorm. Output dimension = number of input genes."""
+
+    def __init__(self, d_model: int, n_layers: int = 4, **layer_kw):
+        super().__init__()
+        layer = CICLLayer(d_model, **layer_kw)
+        self.layers = nn.ModuleList([copy.deepcopy(layer) for _ in range(n_layers)])
+        self.norm = nn.LayerNorm(d_model)
+
+    def set_compute_qk(self, flag: bool) -> None:
+        for layer in self.layers:
+            layer.compute_qk = bool(flag)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+
+class CICLHead(nn.Module):
+    """Projection head ``Linear(G, 2048) → ReLU → Linear(2048, 512)``, L2-normalised output."""
+
+    def __init__(self, d_model: int, hidden: int = 2048, out: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, out))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(h), dim=1)
+
+
+def make_views(x: torch.Tensor, *, kind: str, noise_std: float, gene_frac: float,
+               generator: torch.Generator) -> torch.Tensor:
+    """One augmented copy of ``x`` [N, G].
+
+    ``kind="masked_gaussian"`` [C]: per cell, ⌊gene_frac·G⌋ genes drawn uniformly without replacement get
+    N(0, noise_std²) noise. ``kind="minmax_gaussian"`` [P]: N(0,1) noise linearly rescaled into [0, 1] (over
+    the whole matrix) is added to every entry.
+    """
+    n, g = x.shape
+    dev = x.device
+    if kind == "minmax_gaussian":
+        noise = torch.randn(n, g, generator=generator, device=dev)
+        noise = (noise - noise.min()) / (noise.max() - noise.min()).clamp_min(1e-12)
+        return x + noise
+    m = int(math.floor(gene_frac * g))
+    out = x.clone()
+    if m <= 0:
+        return out
+    chunk = max(1, (1 << 24) // max(g, 1))
+    for s in range(0, n, chunk):  # chunks over cells only bound memory; each chunk is vectorised
+        e = min(s + chunk, n)
+        u = torch.rand(e - s, g, generator=generator, device=dev)
+        idx = torch.topk(u, m, dim=1, largest=False).indices  # m distinct genes per cell, uniform
+        noise = torch.randn(e - s, m, generator=generator, device=dev) * noise_std
+        out[s:e].scatter_add_(1, idx, noise)
+    return out
+
+
 @register_method("cicl")
-class CICL(ClusteringMethod):
+class CICL(ClusteringMethod[CICLConfig]):
     """Cluster-aware contrastive learning: a length-1 transformer encoder, InfoNCE + 0.1 × cluster-aware loss.
 
     See the module docstring for what is [C]/[P]/[A] and every choice made where the spec is silent.
@@ -158,56 +266,30 @@ class CICL(ClusteringMethod):
     can_estimate_k = False
     fidelity = "faithful"
 
-    def prepare(self, adata: AnnData, config: CICLConfig) -> Prepared:  # type: ignore[override]
+    def prepare(self, adata: AnnData, config: CICLConfig) -> Prepared:
         ad = recipe_r2(adata, n_top_genes=min(config.n_hvg, adata.n_vars))
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
-    def train(self, data: Prepared, config: CICLConfig, ctx: FitContext):  # type: ignore[override]
-        with torch_threads(config.torch_threads, ctx.device):
-            return self._train(data, config, ctx)
+    def planned_epochs(self, config: CICLConfig) -> int:
+        return int(config.epochs)
 
-    # ------------------------------------------------------------------ helpers
-    @staticmethod
-    @torch.no_grad()
-    def _encode(enc: CICLEncoder, x: torch.Tensor, *, train_mode: bool) -> torch.Tensor:
-        was = enc.training
-        enc.train(train_mode)
-        out = torch.cat([enc(x[s:s + _EVAL_BATCH]) for s in range(0, x.shape[0], _EVAL_BATCH)])
-        enc.train(was)
-        return out
-
-    def _kmeans(self, z: np.ndarray, k: int, seed: int, n_init: int) -> tuple[np.ndarray, np.ndarray]:
-        km = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed)
-        labels = km.fit_predict(np.asarray(z, dtype=np.float32))
-        return labels.astype(np.int64), km.cluster_centers_.astype(np.float32)
-
-    def _views(self, x: torch.Tensor, config: CICLConfig, gen: torch.Generator):
-        kw = dict(kind=config.augmentation, noise_std=config.noise_std, gene_frac=config.noise_gene_frac,
-                  generator=gen)
-        return make_views(x, **kw), make_views(x, **kw)
-
-    # ------------------------------------------------------------------ training
-    def _train(self, data: Prepared, config: CICLConfig, ctx: FitContext):
-        dev = torch.device(ctx.device)
-        k = int(config.n_clusters)
-        x = torch.from_numpy(np.ascontiguousarray(data.adata.X, dtype=np.float32)).to(dev)
+    def train(self, data: Prepared, config: CICLConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
+        dev, k = torch.device(ctx.device), int(config.n_clusters or 0)
+        x = to_device(data.adata.X, dev)
         n, g = x.shape
-        gen = torch.Generator(device=dev).manual_seed(config.seed)
-        rng = np.random.default_rng(config.seed)
-
-        enc = CICLEncoder(g, config.n_layers, n_heads=config.n_heads, d_ff=config.d_ff,
-                          dropout=config.dropout).to(dev)
+        gen = torch.Generator(device=dev).manual_seed(config.seed)  # the two views
+        rng = np.random.default_rng(config.seed)  # minibatches and shards
+        enc = CICLEncoder(g, config.n_layers, n_heads=config.n_heads, d_ff=config.d_ff, dropout=config.dropout).to(dev)
         enc.set_compute_qk(config.compute_qk)
         head = CICLHead(g, config.head_hidden, config.head_out).to(dev)
-        a1, a2 = self._views(x, config, gen)
+        views = _views(x, config, gen)
 
-        # initial centres: K-means on the untrained encoder's embedding (train mode = dropout on, as the code)
-        h0 = self._encode(enc, x, train_mode=config.centres_from_train_mode).cpu().numpy()
-        labels0, centres0 = self._kmeans(h0, k, config.seed, config.kmeans_n_init)
-        centres = torch.nn.Parameter(torch.from_numpy(centres0).to(dev))
+        # (1) fixed centres: K-means on the untrained encoder's embedding (train mode = dropout on, as the code)
+        h0 = encode_all(enc, x, batch=_EVAL_BATCH, module=enc, train_mode=config.centres_from_train_mode)
+        labels0, centres0 = kmeans(h0, k, n_init=config.kmeans_n_init, seed=config.seed)
+        centres = nn.Parameter(torch.from_numpy(centres0.astype(np.float32)).to(dev))
         ctx.initial(h0, labels0)
         del h0
-
         opt = torch.optim.Adam([
             {"params": head.parameters(), "lr": config.lr_head},
             {"params": enc.parameters(), "lr": config.lr_encoder, "weight_decay": config.weight_decay},
@@ -215,71 +297,74 @@ class CICL(ClusteringMethod):
         ])
         batch = min(config.batch_size, n)
         n_shards = _n_shards(config, batch)
-        ctx.begin(config.epochs)
-        pseudo = labels0.copy()
-        stopped = False
-        for epoch in range(config.epochs):
-            if config.resample_views_each_epoch and epoch > 0:
-                a1, a2 = self._views(x, config, gen)
+        pseudo = torch.from_numpy(labels0).to(dev)  # live labels: each step's pseudo-labels, on the device
+        sub = torch.from_numpy(ctx.sub_idx).to(dev)
+        for epoch in ctx.phase("train", config.epochs):
+            if config.resample_views_each_epoch and epoch > 1:
+                views = _views(x, config, gen)
             enc.train()
             head.train()
-            perm = rng.permutation(n)
-            sums = {"instance": 0.0, "cluster": 0.0, "total": 0.0}
-            n_steps = 0
-            for s in range(0, n, batch):
+            meter = EpochMeter()
+            for idx in minibatches(n, batch, rng=rng, min_size=2, merge_small=False):
                 if ctx.stop_requested:
-                    stopped = True
                     break
-                idx = perm[s:s + batch]
-                if len(idx) < 2:
-                    continue
                 idx_t = torch.from_numpy(idx).to(dev)
-                # (1) pseudo-labels from the clean batch (train mode, no gradient: exact shortcut)
-                with torch.no_grad():
-                    h_clean = enc(x[idx_t])
-                    if config.centroids == "fixed_init":
-                        lab = student_t_q(h_clean, centres.detach()).argmax(dim=1)
-                    else:
-                        step_seed = int(rng.integers(2**31 - 1))
-                        lab_np, c_np = self._kmeans(h_clean.cpu().numpy(), min(k, len(idx)), step_seed, 20)
-                        lab = student_t_q(h_clean, torch.from_numpy(c_np).to(dev)).argmax(dim=1)
-                    del h_clean
-                pseudo[idx] = lab.cpu().numpy()
-                # (2) per shard: views → encoder → head → losses; gradients averaged over shards
-                opt.zero_grad(set_to_none=True)
-                order = torch.from_numpy(rng.permutation(len(idx))).to(dev)
-                parts = [p for p in torch.tensor_split(order, n_shards) if len(p) >= 2]
-                step = {"instance": 0.0, "cluster": 0.0, "total": 0.0}
-                for p in parts:
-                    rows = idx_t[p]
-                    z = head(enc(torch.cat([a1[rows], a2[rows]])))
-                    f1, f2 = z[: len(p)], z[len(p):]
-                    l_ins = (info_nce(f1, f2, config.temperature) if config.instance_loss == "code"
-                             else nt_xent(f1, f2, config.temperature))
-                    if config.cluster_loss == "code":
-                        l_clu = cluster_aware_loss(f1, f2, lab[p], config.temperature,
-                                                   config.cluster_loss_reduction)
-                    else:
-                        l_clu = cluster_aware_loss_paper(f1, f2, lab[p], config.temperature)
-                    loss = l_ins + config.cluster_weight * l_clu
-                    (loss / len(parts)).backward()
-                    step["instance"] += float(l_ins.detach()) / len(parts)
-                    step["cluster"] += float(l_clu.detach()) / len(parts)
-                    step["total"] += float(loss.detach()) / len(parts)
-                opt.step()
-                for key in sums:
-                    sums[key] += step[key]
-                n_steps += 1
-            losses = {key: v / max(n_steps, 1) for key, v in sums.items()}
-            ep = epoch + 1
-            emb = None
-            if ctx.snapshot_due(ep) and not stopped:
-                emb = self._encode(enc, x, train_mode=False).cpu().numpy()
-            stop = ctx.emit(ep, "train", losses, embedding=emb, labels=pseudo.copy())
-            if stop or stopped:
-                break
+                lab = _pseudo_labels(enc, x[idx_t], centres, k, rng, config)  # (2) clean batch → nearest centre
+                pseudo[idx_t] = lab
+                meter.add(1, **_step((enc, head), opt, views, idx_t, lab, n_shards, rng, config))  # (3) losses
+            ctx.emit(epoch, "train", meter.means(epoch=epoch, phase="train"),
+                     embedding=lambda: encode_all(enc, x[sub], batch=_EVAL_BATCH, module=enc),
+                     labels=pseudo.cpu().numpy())
 
-        z = self._encode(enc, x, train_mode=False).cpu().numpy().astype(np.float32)
-        labels, _ = self._kmeans(z, k, config.seed, config.kmeans_n_init)
-        extras = {"n_genes": int(g), "shards": int(n_shards), "batch_size": int(batch)}
-        return z, labels, extras
+        # (4) final clustering: K-means on the eval-mode embedding (the last epoch, never one picked by labels)
+        z = encode_all(enc, x, batch=_EVAL_BATCH, module=enc).astype(np.float32)
+        labels, _ = kmeans(z, k, n_init=config.kmeans_n_init, seed=config.seed)
+        return z, labels, {"n_genes": int(g), "shards": int(n_shards), "batch_size": int(batch)}
+
+
+def _views(x: torch.Tensor, config: CICLConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    kw = dict(kind=config.augmentation, noise_std=config.noise_std, gene_frac=config.noise_gene_frac, generator=gen)
+    return make_views(x, **kw), make_views(x, **kw)
+
+
+@torch.no_grad()
+def _pseudo_labels(enc: CICLEncoder, xb: torch.Tensor, centres: torch.Tensor, k: int, rng: np.random.Generator,
+                   config: CICLConfig) -> torch.Tensor:
+    """Pseudo-labels of a clean batch: argmax of the Student-t assignment to the fixed centres [C] (train mode,
+    no gradient: exact, the code tracked gradients for nothing), or to a fresh K-means of the batch [P]."""
+    h = enc(xb)
+    if config.centroids == "fixed_init":
+        return student_t_q(h, centres.detach()).argmax(dim=1)
+    step_seed = int(rng.integers(2**31 - 1))
+    _, c = kmeans(h.cpu().numpy(), min(k, len(xb)), n_init=20, seed=step_seed)
+    return student_t_q(h, torch.from_numpy(c.astype(np.float32)).to(h.device)).argmax(dim=1)
+
+
+def _step(nets: tuple[CICLEncoder, CICLHead], opt: torch.optim.Optimizer, views: tuple[torch.Tensor, torch.Tensor],
+          idx_t: torch.Tensor, lab: torch.Tensor, n_shards: int, rng: np.random.Generator,
+          config: CICLConfig) -> dict[str, torch.Tensor]:
+    """One optimizer step: per random shard, views → encoder → head → losses; gradients averaged over shards.
+
+    Returns the step's loss components (device tensors, mean over shards)."""
+    enc, head = nets
+    dev = idx_t.device
+    opt.zero_grad(set_to_none=True)
+    order = torch.from_numpy(rng.permutation(len(idx_t))).to(dev)
+    parts = [p for p in torch.tensor_split(order, n_shards) if len(p) >= 2]
+    out: dict[str, torch.Tensor] = {}
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and dev.type == "cuda" else nullcontext()
+    for p in parts:
+        rows = idx_t[p]
+        with amp:
+            z = head(enc(torch.cat([views[0][rows], views[1][rows]])))
+        f1, f2 = z.float()[: len(p)], z.float()[len(p):]
+        l_ins = (info_nce(f1, f2, config.temperature) if config.instance_loss == "code"
+                 else nt_xent(f1, f2, config.temperature))
+        l_clu = (cluster_aware_loss(f1, f2, lab[p], config.temperature, config.cluster_loss_reduction)
+                 if config.cluster_loss == "code" else cluster_aware_loss_paper(f1, f2, lab[p], config.temperature))
+        loss = l_ins + config.cluster_weight * l_clu
+        (loss / len(parts)).backward()
+        for key, v in (("instance", l_ins), ("cluster", l_clu), ("total", loss)):
+            out[key] = out.get(key, 0.0) + v.detach() / len(parts)
+    opt.step()
+    return out

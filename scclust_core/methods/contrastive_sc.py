@@ -43,9 +43,10 @@ Choices where the spec is silent or where we deviate (written down on purpose):
   reported as phase ``train``; the chosen number and every candidate's mean silhouette are in ``extras``.
   A finished search is remembered for the process (keyed by the data's hash and every setting but the seed),
   so reruns with another seed skip it (``extras['hvg_search_reused']``).
-- Live labels: at snapshot epochs the full-data embedding is clustered with the final clustering procedure
-  (K-means), or — when K is unknown — with Leiden on a 15-neighbour graph (display only; the 300-neighbour
-  graph costs seconds per call). The last epoch always uses the configured clustering.
+- Live labels: at snapshot epochs the embedding of the snapshot subsample (≤ 5,000 cells, all cells below
+  that) is clustered with the final clustering procedure (K-means), or — when K is unknown — with Leiden on a
+  15-neighbour graph (display only; the 300-neighbour graph costs seconds per call). The last epoch always
+  clusters all cells with the configured clustering, and that is the result.
 - CPU threads: training uses ``torch_threads`` = 1 intra-op thread by default (restored afterwards). Batches of
   200 cells through a 200-wide MLP are too small to gain from more, and on a shared 2-core machine two
   OpenMP threads measured 10–35× slower per step than one.
@@ -59,25 +60,26 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
-from sklearn.cluster import KMeans
 
-from ..device import torch_threads
 from ..config import MethodConfig, param
 from ..losses import nt_xent
 from ..metrics import silhouette
 from ..preprocess import counts_adata, recipe_r2
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._blocks import kmeans, leiden_on_embedding, mlp
+from ._loop import EpochMeter, encode_all, gather, minibatches
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContrastiveSCConfig", "ContrastiveSC", "ContrastiveRepresentation", "cosine_lr", "minibatches"]
+__all__ = ["ContrastiveSCConfig", "ContrastiveSC", "ContrastiveRepresentation", "cosine_lr"]
 
 _EVAL_BATCH = 8192
 
@@ -128,8 +130,8 @@ class ContrastiveSCConfig(MethodConfig):
              "published search (3 runs).")
     torch_threads: int = param(
         1, min=0, max=256, advanced=True,
-        help="CPU threads torch uses while this method trains (restored afterwards); 0 = the process setting "
-             "(all cores). 1 is the default: the model is tiny, and on a shared CPU two threads were 10× slower.")
+        help="CPU threads torch uses for this run (restored afterwards); 0 = the cores free at start. 1 is the "
+             "default: the model is tiny, and on a shared CPU two threads were 10× slower.")
     cluster_method: str = param(
         "auto", choices=("auto", "kmeans", "leiden"), advanced=True,
         help="Clustering of the embedding: 'auto' = K-means when K is given, Leiden otherwise.")
@@ -144,6 +146,7 @@ class ContrastiveSCConfig(MethodConfig):
     PRESETS = {
         "paper": {"n_hvg": "auto"},
         "cpu": {"n_hvg": 500},
+        "tiny": {"n_hvg": 50, "epochs": 3, "batch_size": 64, "snapshot_every": 1, "kmeans_n_init": 2},
     }
     PRESET_NOTES = {
         "paper": "Published settings: 30 epochs, batch 200, Adam lr 0.4, T 0.07, HVG number picked by silhouette "
@@ -151,6 +154,7 @@ class ContrastiveSCConfig(MethodConfig):
         "cpu": "Adaptation [A], not the published procedure: the code's default 500 HVGs instead of the silhouette "
                "search (which trains once per candidate, up to ~7× the time); the model and schedule are the paper's. "
                "Set n_hvg=auto for the published HVG choice.",
+        "tiny": "Smoke test only (seconds on ~150 cells): 50 HVGs, 3 epochs, batch 64; not for real data.",
     }
 
     def validate(self) -> None:  # n_hvg is int | str: check it by hand
@@ -184,15 +188,8 @@ class ContrastiveRepresentation(nn.Module):
     def __init__(self, n_genes: int, hidden=(200, 40, 60), dropout: float = 0.9):
         super().__init__()
         self.input_dropout = nn.Dropout(p=dropout)
-        layers: list[nn.Module] = []
-        dims = [int(n_genes)] + [int(h) for h in hidden]
-        for i in range(len(dims) - 1):
-            lin = nn.Linear(dims[i], dims[i + 1])
-            nn.init.xavier_uniform_(lin.weight)
-            layers.append(lin)
-            if i < len(dims) - 2:
-                layers += [nn.BatchNorm1d(dims[i + 1]), nn.ReLU()]
-        self.encoder = nn.Sequential(*layers)
+        self.encoder = mlp([int(n_genes)] + [int(h) for h in hidden], norm=nn.BatchNorm1d,
+                           init=lambda lin: nn.init.xavier_uniform_(lin.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder(self.input_dropout(x)), dim=1)
@@ -204,17 +201,6 @@ def cosine_lr(epoch: int, lr: float, horizon: int, min_factor: float = 1e-3) -> 
     return eta_min + (lr - eta_min) * (1.0 + math.cos(math.pi * epoch / horizon)) / 2.0
 
 
-def minibatches(perm: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """The code's ``N//B + 1`` slices of a permutation, empty last slice skipped, a 1-cell tail merged."""
-    n = len(perm)
-    out = [perm[i * batch_size:(i + 1) * batch_size] for i in range(n // batch_size + 1)]
-    out = [b for b in out if len(b) > 0]
-    if len(out) > 1 and len(out[-1]) == 1:  # BatchNorm cannot train on one cell: merge it
-        out[-2] = np.concatenate([out[-2], out[-1]])
-        out.pop()
-    return out
-
-
 @dataclass
 class _CSCPrepared(Prepared):
     source: AnnData | None = None  # counts of the kept cells, for the HVG search
@@ -223,13 +209,13 @@ class _CSCPrepared(Prepared):
 class _Trainer:
     """One contrastive-sc training on a prepared matrix (used by the HVG search and the final run)."""
 
-    def __init__(self, x: np.ndarray, config: ContrastiveSCConfig, device: str):
+    def __init__(self, x: Any, config: ContrastiveSCConfig, device: str):
         self.config = config
         self.device = torch.device(device)
         self.n = x.shape[0]
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self.x_on_device = device == "cpu" or xt.numel() * 4 < 2 * 2**30
-        self.x = xt.to(self.device) if self.x_on_device else xt
+        on_device = self.device.type == "cpu" or xt.numel() * 4 < 2 * 2**30  # else batches go through pinned memory
+        self.x = xt.to(self.device) if on_device else xt
         torch.manual_seed(config.seed)
         if self.device.type == "cuda":
             torch.cuda.manual_seed_all(config.seed)
@@ -238,22 +224,21 @@ class _Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.horizon = config.cosine_horizon or config.epochs
 
-    def _batch(self, idx: np.ndarray) -> torch.Tensor:
-        if self.x_on_device:
-            return self.x[torch.from_numpy(idx).to(self.device)]
-        return self.x[torch.from_numpy(idx)].to(self.device, non_blocking=True)
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
 
-    def epoch(self, e: int, stop=lambda: False) -> tuple[float, bool]:
-        """Train epoch ``e`` (0-based). Returns (mean loss, stopped_early)."""
+    def epoch(self, e: int, stop: Callable[[], bool]) -> EpochMeter:
+        """Train epoch ``e`` (0-based): two dropout views per minibatch, NT-Xent, one Adam step each."""
         cfg = self.config
         for g in self.opt.param_groups:
             g["lr"] = cosine_lr(e, cfg.lr, self.horizon, cfg.lr_min_factor)
         self.model.train()
-        total, count = 0.0, 0
-        for idx in minibatches(self.rng.permutation(self.n), cfg.batch_size):
+        meter = EpochMeter()
+        for idx in minibatches(self.n, cfg.batch_size, rng=self.rng, min_size=2):  # a 1-cell tail is merged
             if stop():
-                return (total / max(count, 1), True)
-            xb = self._batch(idx)
+                break
+            xb = gather(self.x, idx, self.device)
             if cfg.noise_std > 0:
                 v1 = self.model(xb + cfg.noise_std * torch.randn_like(xb))
                 v2 = self.model(xb + cfg.noise_std * torch.randn_like(xb))
@@ -263,20 +248,13 @@ class _Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        return total / max(count, 1), False
+            meter.add(len(idx), nt_xent=loss)
+        return meter
 
-    @torch.no_grad()
-    def embed(self) -> np.ndarray:
-        was = self.model.training
-        self.model.eval()
-        out = []
-        for s in range(0, self.n, _EVAL_BATCH):
-            idx = np.arange(s, min(s + _EVAL_BATCH, self.n))
-            out.append(self.model(self._batch(idx)).float().cpu())
-        self.model.train(was)
-        return torch.cat(out).numpy().astype(np.float32)
+    def embed(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Eval-mode embedding (no dropout: draws no random numbers) of all cells or of ``rows``."""
+        x = self.x if rows is None else self.x[torch.from_numpy(rows).to(self.x.device)]
+        return encode_all(self.model, x, batch=_EVAL_BATCH, module=self.model, device=self.device).astype(np.float32)
 
 
 def _cluster(z: np.ndarray, config: ContrastiveSCConfig, *, live: bool = False) -> np.ndarray:
@@ -284,37 +262,17 @@ def _cluster(z: np.ndarray, config: ContrastiveSCConfig, *, live: bool = False) 
     method = config.cluster_method
     if method == "auto":
         method = "kmeans" if config.n_clusters is not None else "leiden"
-    if method == "leiden" and live:
-        return leiden_on_embedding(z, n_neighbors=min(15, config.leiden_neighbors), resolution=config.leiden_resolution,
-                                   flavor=config.leiden_flavor, seed=config.seed)
     if method == "kmeans":
         if config.n_clusters is None:
             raise ValueError("cluster_method='kmeans' needs n_clusters (K); leave K empty only with Leiden")
-        km = KMeans(n_clusters=config.n_clusters, init="k-means++", n_init=config.kmeans_n_init,
-                    random_state=config.seed)
-        return km.fit_predict(z).astype(np.int64)
-    return leiden_on_embedding(z, n_neighbors=config.leiden_neighbors, resolution=config.leiden_resolution,
+        return kmeans(z, config.n_clusters, n_init=config.kmeans_n_init, seed=config.seed)[0]
+    neighbours = min(15, config.leiden_neighbors) if live else config.leiden_neighbors
+    return leiden_on_embedding(z, n_neighbors=neighbours, resolution=config.leiden_resolution,
                                flavor=config.leiden_flavor, seed=config.seed)
 
 
-def leiden_on_embedding(z: np.ndarray, *, n_neighbors: int, resolution: float, flavor: str, seed: int) -> np.ndarray:
-    """scanpy ``neighbors(use_rep='X', n_neighbors)`` on the embedding, then ``leiden(resolution)``."""
-    import warnings
-
-    import scanpy as sc
-
-    ad = AnnData(np.asarray(z, dtype=np.float32))
-    k = int(min(n_neighbors, ad.n_obs - 1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.neighbors(ad, n_neighbors=max(k, 2), use_rep="X", random_state=seed)
-        kw = {"directed": False, "n_iterations": 2} if flavor == "igraph" else {}
-        sc.tl.leiden(ad, resolution=resolution, flavor=flavor, random_state=seed, key_added="leiden", **kw)
-    return ad.obs["leiden"].astype(int).to_numpy().astype(np.int64)
-
-
 @register_method("contrastive_sc")
-class ContrastiveSC(ClusteringMethod):
+class ContrastiveSC(ClusteringMethod[ContrastiveSCConfig]):
     """Contrastive learning with two 90 % input-dropout views of each cell (SimCLR NT-Xent), then K-means or Leiden.
 
     See the module docstring for what is [C]/[P] and the choices made where the spec is silent.
@@ -328,7 +286,7 @@ class ContrastiveSC(ClusteringMethod):
     can_estimate_k = True
     fidelity = "faithful"
 
-    def prepare(self, adata: AnnData, config: ContrastiveSCConfig) -> Prepared:  # type: ignore[override]
+    def prepare(self, adata: AnnData, config: ContrastiveSCConfig) -> Prepared:
         n = config.n_hvg
         if n == "auto":
             ad = recipe_r2(adata, n_top_genes=min(500, adata.n_vars), ceil=True)
@@ -337,102 +295,93 @@ class ContrastiveSC(ClusteringMethod):
         ad = recipe_r2(adata, n_top_genes=adata.n_vars if n == "all" else int(n), ceil=True)
         return _CSCPrepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
+    def planned_epochs(self, config: ContrastiveSCConfig) -> int:
+        return int(config.epochs)
+
     # ------------------------------------------------------------------ training
-    def _search_hvg(self, data: _CSCPrepared, config: ContrastiveSCConfig, ctx: FitContext):
+    def train(self, data: Prepared, config: ContrastiveSCConfig,
+              ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
+        x, extras = data.adata.X, {"n_hvg_chosen": int(data.adata.n_vars)}
+        if config.n_hvg == "auto" and isinstance(data, _CSCPrepared) and data.source is not None:
+            x, extras = self._auto_hvg(data.source, x, config, ctx)
+        tr = _Trainer(x, config, ctx.device)
+        offset = ctx.epoch  # epochs already reported by the HVG search
+
+        def live_view() -> np.ndarray:  # display only: the snapshot subsample, eval mode
+            return tr.embed(ctx.sub_idx)
+
+        def live_labels(z_sub: np.ndarray) -> np.ndarray:
+            return _cluster(z_sub, config, live=True)
+
+        if not ctx.stop_requested:  # first snapshot: the untrained encoder (epoch 0, or the end of the search)
+            ctx.initial(live_view, live_labels, epoch=offset)
+        z = labels = None
+        for epoch in ctx.phase("train", config.epochs):
+            e = epoch - offset  # 1-based epoch of this training
+            losses = tr.epoch(e - 1, stop=lambda: ctx.stop_requested).means(epoch=epoch, phase="train")
+            last = e == config.epochs
+            if last:  # the final embedding and clustering of all cells: the result
+                z = tr.embed()
+                labels = _cluster(z, config)
+            ctx.emit(epoch, "train", losses, embedding=z if last else live_view,
+                     labels=labels if last else live_labels, extra_metrics={"lr": tr.lr},
+                     snapshot=ctx.snapshot_due(e) or last)
+        if z is None or labels is None:  # cancelled before the last epoch: cluster the current model
+            z = tr.embed()
+            labels = _cluster(z, config)
+        extras["n_genes"] = int(x.shape[1])
+        return z, labels, extras
+
+    def _auto_hvg(self, src: AnnData, x: Any, config: ContrastiveSCConfig,
+                  ctx: FitContext) -> tuple[Any, dict[str, Any]]:
+        """n_hvg='auto': run the label-free search, return the chosen input matrix and the extras to report."""
+        best, scores, reused = self._search_hvg(src, config, ctx)
+        extras: dict[str, Any] = {"hvg_silhouette": {str(k): float(v) for k, v in scores.items()},
+                                  "hvg_search_reused": reused, "n_hvg_chosen": int(x.shape[1])}
+        if best is None:  # cancelled during the search
+            return x, extras
+        listed = ", ".join(f"{k}: {v:.3f}" for k, v in scores.items())
+        extras["note"] = (f"HVG number chosen by the label-free silhouette search: {best} "
+                          f"(mean silhouette over {config.hvg_search_seeds} seeds — {listed})"
+                          + ("; reused from an earlier run on the same data and settings." if reused else "."))
+        extras["n_hvg_chosen"] = int(best)
+        return recipe_r2(src, n_top_genes=best).X, extras
+
+    def _search_hvg(self, src: AnnData, config: ContrastiveSCConfig,
+                    ctx: FitContext) -> tuple[int | None, dict[int, float], bool]:
         """Train ``hvg_search_seeds`` models per candidate HVG number; the best mean silhouette wins (no labels).
 
         Every search epoch is reported live (phase ``hvg_search``) so the progress bar and ETA cover the search.
+        Returns ``(best or None when cancelled, mean silhouette per candidate, reused from the cache)``.
         """
-        src = data.source
         key = _search_key(src, config)
         if key in _HVG_SEARCH_CACHE:
             best, scores = _HVG_SEARCH_CACHE[key]
             logger.info("contrastive_sc HVG search: reusing this process's earlier search (%d genes)", best)
             ctx.begin(config.epochs)
-            return best, dict(scores), recipe_r2(src, n_top_genes=best), 0
-        n_genes = src.n_vars
-        sizes = list(dict.fromkeys(n_genes if int(c) == 0 else min(int(c), n_genes) for c in config.hvg_candidates))
-        n_seeds = int(config.hvg_search_seeds)
-        ctx.begin((len(sizes) * n_seeds + 1) * config.epochs)
+            return best, dict(scores), True
+        sizes = list(dict.fromkeys(src.n_vars if int(c) == 0 else min(int(c), src.n_vars)
+                                   for c in config.hvg_candidates))
+        ctx.begin((len(sizes) * config.hvg_search_seeds + 1) * config.epochs)
         scores: dict[int, float] = {}
-        per_seed: dict[int, list[float]] = {}
-        prepared: dict[int, AnnData] = {}
-        ep = 0
         for eff in sizes:
-            ad = recipe_r2(src, n_top_genes=eff)
-            t0 = time.perf_counter()
+            ad, t0 = recipe_r2(src, n_top_genes=eff), time.perf_counter()
             sils = []
-            for run_seed in range(n_seeds):  # fixed seeds: the choice belongs to the dataset, not to the run
+            for run_seed in range(config.hvg_search_seeds):  # fixed seeds: the choice belongs to the dataset
                 cfg_r = config.replace(seed=run_seed)
                 tr = _Trainer(ad.X, cfg_r, ctx.device)
-                for e in range(config.epochs):
-                    loss, stopped = tr.epoch(e, stop=lambda: ctx.stop_requested)
-                    ep += 1
-                    if stopped or ctx.emit(ep, "hvg_search", {"nt_xent": loss},
-                                           extra_metrics={"n_hvg": eff, "search_seed": run_seed}):
-                        return None, scores, None, ep
+                for e, epoch in enumerate(ctx.phase("hvg_search", config.epochs)):
+                    losses = tr.epoch(e, stop=lambda: ctx.stop_requested).means(epoch=epoch, phase="hvg_search")
+                    ctx.emit(epoch, "hvg_search", losses, extra_metrics={"n_hvg": eff, "search_seed": run_seed})
+                if ctx.stop_requested:
+                    return None, scores, False
                 z = tr.embed()
                 sils.append(silhouette(z, _cluster(z, cfg_r)))
-            per_seed[eff] = sils
             scores[eff] = float(np.nanmean(sils)) if not np.isnan(sils).all() else float("nan")
-            prepared[eff] = ad
             logger.info("contrastive_sc HVG search: %d genes → silhouette %s, mean %.4f (%.1f s)", eff,
                         np.round(sils, 4).tolist(), scores[eff], time.perf_counter() - t0)
         best = max(scores, key=lambda k: -np.inf if np.isnan(scores[k]) else scores[k])
         _HVG_SEARCH_CACHE[key] = (best, dict(scores))
         while len(_HVG_SEARCH_CACHE) > _HVG_SEARCH_CACHE_SIZE:
             _HVG_SEARCH_CACHE.popitem(last=False)
-        return best, scores, prepared[best], ep
-
-    def train(self, data: Prepared, config: ContrastiveSCConfig, ctx: FitContext):  # type: ignore[override]
-        with torch_threads(config.torch_threads, ctx.device):
-            return self._train(data, config, ctx)
-
-    def _train(self, data: Prepared, config: ContrastiveSCConfig, ctx: FitContext):
-        extras: dict = {}
-        x = data.adata.X
-        offset = 0  # epochs already reported by the HVG search
-        if config.n_hvg == "auto" and isinstance(data, _CSCPrepared) and data.source is not None:
-            best, scores, ad, offset = self._search_hvg(data, config, ctx)
-            extras["hvg_silhouette"] = {str(k): float(v) for k, v in scores.items()}
-            extras["hvg_search_reused"] = best is not None and offset == 0
-            if best is not None:
-                listed = ", ".join(f"{k}: {v:.3f}" for k, v in scores.items())
-                extras["note"] = (f"HVG number chosen by the label-free silhouette search: {best} "
-                                  f"(mean silhouette over {config.hvg_search_seeds} seeds — {listed})"
-                                  + ("; reused from an earlier run on the same data and settings."
-                                     if extras["hvg_search_reused"] else "."))
-            if best is not None:
-                extras["n_hvg_chosen"] = int(best)
-                x = ad.X
-            else:
-                extras["n_hvg_chosen"] = int(x.shape[1])
-        else:
-            extras["n_hvg_chosen"] = int(x.shape[1])
-            ctx.begin(config.epochs)
-        tr = _Trainer(x, config, ctx.device)
-        emb = labels = None
-        ep = 0
-        if not ctx.stop_requested:
-            z0 = tr.embed()  # first snapshot: the untrained encoder (epoch 0, or the end of the HVG search)
-            ctx.initial(z0, _cluster(z0, config, live=True), epoch=offset)
-            for e in range(config.epochs):
-                loss, stopped = tr.epoch(e, stop=lambda: ctx.stop_requested)
-                ep = e + 1
-                emb = labels = None
-                if ctx.snapshot_due(ep) or ep == config.epochs:
-                    emb = tr.embed()
-                    labels = _cluster(emb, config, live=ep != config.epochs)
-                stop = ctx.emit(offset + ep, "train", {"nt_xent": loss}, embedding=emb, labels=labels,
-                                extra_metrics={"lr": tr.opt.param_groups[0]["lr"]}, snapshot=emb is not None)
-                if stop or stopped:
-                    break
-        final_done = emb is not None and labels is not None and (
-            ep == config.epochs or config.n_clusters is not None and config.cluster_method != "leiden")
-        if final_done:  # the last epoch was just clustered with the final procedure: reuse it
-            z = emb
-        else:
-            z = tr.embed()
-            labels = _cluster(z, config)
-        extras["n_genes"] = int(x.shape[1])
-        return z, labels, extras
+        return best, scores, False
