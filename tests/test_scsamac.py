@@ -8,11 +8,10 @@ import torch
 from anndata import AnnData
 from scipy import stats
 
-from scclust_core.losses import nb_nll, zinb_nll
+from scclust_core.losses import cluster_level_loss, nb_nll, wasserstein_1d, zinb_nll
 from scclust_core.methods import get_method
 from scclust_core.methods._attention import CellMHA, chunked_attention
-from scclust_core.methods.scsamac import (ScSAMACConfig, cluster_level_loss, mask_rates, saliency_mask,
-                                         wasserstein_1d)
+from scclust_core.methods.scsamac import ScSAMACConfig, mask_rates, saliency_mask
 from helpers import Recorder
 from helpers import synthetic_counts as _synthetic_counts
 

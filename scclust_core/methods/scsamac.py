@@ -52,17 +52,18 @@ import torch.nn as nn
 from anndata import AnnData
 
 from ..config import MethodConfig, param
-from ..losses import (cluster_level_loss, delta_label, disp_activation, mean_activation, nb_nll, nt_xent,
-                      soft_kmeans_loss, student_t_q, target_distribution, wasserstein_1d, zinb_nll)
+from ..losses import (cluster_level_loss, count_nll, delta_label, nt_xent, soft_kmeans_loss, student_t_q,
+                      target_distribution, wasserstein_1d)
 from ..preprocess import recipe_r1
 from ._attention import CellMHA
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._blocks import CountHead, kmeans, leiden_on_embedding, mlp
+from ._loop import EpochMeter, encode_all, gather, minibatches, to_device
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ScSAMACConfig", "ScSAMAC", "ScSAMACNet", "saliency_mask", "mask_rates", "cluster_level_loss",
-           "wasserstein_1d", "leiden_estimate"]
+__all__ = ["ScSAMACConfig", "ScSAMAC", "ScSAMACNet", "saliency_mask", "mask_rates"]
 
 
 @dataclass
@@ -174,38 +175,19 @@ def saliency_mask(x: torch.Tensor, generator: torch.Generator | None = None, thr
     return x * (u >= p).to(x.dtype)
 
 
-def leiden_estimate(z: np.ndarray, n_neighbors: int, resolution: float, seed: int) -> np.ndarray:
-    """Leiden labels on a kNN graph of ``z`` (scanpy; igraph backend, 2 iterations; §0.6)."""
-    import scanpy as sc
-
-    ad = AnnData(np.asarray(z, dtype=np.float32))
-    sc.pp.neighbors(ad, n_neighbors=min(n_neighbors, ad.n_obs - 1), use_rep="X", random_state=seed)
-    sc.tl.leiden(ad, resolution=resolution, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
-    return ad.obs["leiden"].astype(int).to_numpy()
-
-
 class ScSAMACNet(nn.Module):
     """Encoder MLP → cell attention → bottleneck → cell attention; decoder MLP → NB/ZINB heads (§2.2)."""
 
     def __init__(self, n_genes: int, enc=(256, 64), dec=(64, 256), z_dim: int = 32, n_heads: int = 8,
                  attn_dropout: float = 0.1, zinb: bool = False):
         super().__init__()
-        layers, w = [], n_genes
-        for h in enc:
-            layers += [nn.Linear(w, int(h)), nn.ReLU()]
-            w = int(h)
-        self.encoder = nn.Sequential(*layers)
+        w = int(enc[-1])
+        self.encoder = mlp([n_genes, *enc], act_last=True)
         self.attn1 = CellMHA(w, n_heads, attn_dropout)
         self.bottleneck = nn.Linear(w, z_dim)
         self.attn2 = CellMHA(z_dim, n_heads, attn_dropout)
-        layers, w = [], z_dim
-        for h in dec:
-            layers += [nn.Linear(w, int(h)), nn.ReLU()]
-            w = int(h)
-        self.decoder = nn.Sequential(*layers)
-        self.mean_head = nn.Linear(w, n_genes)
-        self.disp_head = nn.Linear(w, n_genes)
-        self.pi_head = nn.Linear(w, n_genes) if zinb else None
+        self.decoder = mlp([z_dim, *dec], act_last=True)
+        self.head = CountHead(int(dec[-1]), n_genes, zinb=zinb)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         h = self.encoder(x)
@@ -214,14 +196,145 @@ class ScSAMACNet(nn.Module):
         return z + self.attn2(z)
 
     def decode(self, z: torch.Tensor):
-        d = self.decoder(z)
-        pi = torch.sigmoid(self.pi_head(d)) if self.pi_head is not None else None
-        return mean_activation(self.mean_head(d)), disp_activation(self.disp_head(d)), pi
+        """(mean, dispersion, π or None) of the count likelihood."""
+        return self.head(self.decoder(z))
+
+
+class _Fit:
+    """Tensors, model and random stream of one fit; every draw of the method comes from ``gen`` (seeded).
+
+    The raw counts (NB/ZINB targets) live on the device when they fit in 2^28 entries, else stay a host CSR
+    matrix whose minibatch rows are copied per step (pinned on CUDA).
+    """
+
+    def __init__(self, ad: AnnData, config: ScSAMACConfig, device: str):
+        cfg = self.cfg = config
+        self.dev = torch.device(device)
+        self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+        self.n, g = ad.shape
+        self.x = to_device(np.asarray(ad.X), self.dev, self.dtype)
+        counts = sp.csr_matrix(ad.layers["counts"])
+        self.counts = to_device(counts, self.dev, self.dtype) if self.n * g <= (1 << 28) else counts
+        self.sf = to_device(ad.obs["size_factors"].to_numpy(), self.dev, self.dtype)
+        self.gen = torch.Generator(device=self.dev)
+        self.gen.manual_seed(int(cfg.seed))
+        self.model = ScSAMACNet(g, cfg.encoder_layers, cfg.decoder_layers, cfg.z_dim, cfg.n_heads, cfg.attn_dropout,
+                                zinb=cfg.loss == "zinb").to(device=self.dev, dtype=self.dtype)
+        self.thr = tuple(t / 100.0 for t in cfg.mask_thresholds)
+        self.rates = tuple(r / 100.0 for r in cfg.mask_rates)
+        self.bs = int(cfg.batch_size)
+        self.contrast_w = cfg.contrast_weight if cfg.contrast_weight is not None else (0.001 if cfg.paper_intent else 0.01)
+        self.clev_w = (cfg.cluster_level_weight if cfg.cluster_level_weight is not None
+                       else (0.01 if cfg.paper_intent else 0.002))
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(z-scored input, raw counts, size factors) of the minibatch rows ``idx``."""
+        return self.x[idx], gather(self.counts, idx, self.dev, self.dtype), self.sf[idx]
+
+    def masked(self, xb: torch.Tensor) -> torch.Tensor:
+        return saliency_mask(xb, self.gen, self.thr, self.rates)
+
+    def recon_loss(self, xb: torch.Tensor, raw: torch.Tensor, sfb: torch.Tensor) -> torch.Tensor:
+        """Count NLL of the denoising pass: input + ``noise_sd``·N(0, 1) → encoder → decoder."""
+        noisy = xb + self.cfg.noise_sd * torch.randn(xb.shape, generator=self.gen, device=self.dev, dtype=self.dtype)
+        return count_nll(raw, *self.model.decode(self.model.encode(noisy)), sfb)
+
+    def encode(self) -> torch.Tensor:
+        """Clean latent of all cells, consecutive chunks of ``batch_size`` in data order (§0.8); leaves the model
+        in eval mode, as the code does [Q]."""
+        return encode_all(self.model.encode, self.x, batch=self.bs, module=self.model, numpy=False, restore=False)
+
+    def embedding(self) -> np.ndarray:
+        return self.encode().cpu().numpy().astype(np.float32)
+
+    def display_labels(self, z: np.ndarray) -> np.ndarray:
+        """Display-only K-means (n_init 1) for snapshots before the clustering stage; never feeds back."""
+        k = self.cfg.n_clusters if self.cfg.n_clusters is not None else min(8, len(z) - 1)
+        return kmeans(z, k, n_init=1, seed=self.cfg.seed)[0]
+
+    def initial_clusters(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Labels and centres on the pretrained latent: K-means for a given K, else Leiden (K estimated)."""
+        cfg = self.cfg
+        if cfg.n_clusters is not None:
+            labels, centres = kmeans(z, cfg.n_clusters, n_init=cfg.kmeans_n_init, seed=cfg.seed)
+            return labels, centres, {"k": int(cfg.n_clusters)}
+        lab = leiden_on_embedding(z, n_neighbors=cfg.leiden_neighbors, resolution=cfg.leiden_resolution,
+                                  seed=cfg.seed)
+        uniq, labels = np.unique(lab, return_inverse=True)
+        centres = np.stack([z[labels == c].mean(axis=0) for c in range(len(uniq))])
+        logger.info("scSAMAC: Leiden estimated K = %d", len(uniq))
+        return labels.astype(np.int64), centres, {"k_estimated": int(len(uniq)), "k": int(len(uniq))}
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def _pretrain_epoch(f: _Fit, opt: torch.optim.Optimizer, ctx: FitContext) -> EpochMeter:
+    """One shuffled pass: count NLL of the noisy pass + w·NT-Xent(masked latent, clean latent)."""
+    meter = EpochMeter()
+    f.model.train()
+    for idx in minibatches(f.n, f.bs, rng=f.gen):
+        xb, raw, sfb = f.batch(idx)
+        z0 = f.model.encode(xb)
+        zp = f.model.encode(f.masked(xb))
+        rec = f.recon_loss(xb, raw, sfb)
+        con = nt_xent(zp, z0, f.cfg.temperature)
+        loss = rec + f.contrast_w * con
+        _step(opt, loss)
+        meter.add(1, **{f.cfg.loss: rec, "contrastive": con, "total": loss})
+        if ctx.stop_requested:
+            break
+    return meter
+
+
+def _cluster_terms(f: _Fit, xb: torch.Tensor, z0: torch.Tensor, mu: torch.Tensor, head: nn.Module | None,
+                   p_rows: torch.Tensor, clu: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Wasserstein(p, q) and the cluster-level loss: trainable with ``paper_intent`` [P], else the code's
+    gradient-free values (fresh random ``Linear(z, K)`` per latent per call), only logged [C]."""
+    cfg = f.cfg
+    zp = f.model.encode(f.masked(xb))
+    qb = student_t_q(z0, mu)
+    if head is not None:
+        wd = wasserstein_1d(p_rows, qb)
+        cl = cluster_level_loss(head(z0), head(zp), cfg.cluster_margin)
+        return clu + wd + f.clev_w * cl, {"wasserstein": wd, "cluster_level": cl}
+    with torch.no_grad():
+        wd = wasserstein_1d(p_rows, qb)
+        pa = nn.Linear(cfg.z_dim, mu.shape[0]).to(device=f.dev, dtype=f.dtype)
+        pb = nn.Linear(cfg.z_dim, mu.shape[0]).to(device=f.dev, dtype=f.dtype)
+        cl = cluster_level_loss(pa(z0), pb(zp), cfg.cluster_margin)
+    return clu, {"wasserstein": wd, "cluster_level": cl}
+
+
+def _cluster_epoch(f: _Fit, opt: torch.optim.Optimizer, mu: nn.Parameter, head: nn.Module | None,
+                   p_full: torch.Tensor, ctx: FitContext) -> EpochMeter:
+    """One pass over **unshuffled** consecutive minibatches [C]: count NLL + γ·0.001·soft k-means (+ dead terms)."""
+    cfg = f.cfg
+    if cfg.cluster_train_mode:
+        f.model.train()
+    meter = EpochMeter()
+    for idx in minibatches(f.n, f.bs, rng=None, shuffle=False, device=f.dev):
+        xb, raw, sfb = f.batch(idx)
+        z0 = f.model.encode(xb)
+        rec = f.recon_loss(xb, raw, sfb)
+        skm = soft_kmeans_loss(z0, mu)
+        clu, extra = cfg.softkmeans_weight * skm, {}
+        if cfg.paper_intent or cfg.log_dead_losses:
+            clu, extra = _cluster_terms(f, xb, z0, mu, head, p_full[idx], clu)
+        loss = rec + cfg.gamma * clu
+        _step(opt, loss)
+        meter.add(1, **{cfg.loss: rec, "softkmeans": skm, "total": loss}, **extra)
+        if ctx.stop_requested:
+            break
+    return meter
 
 
 # ----------------------------------------------------------------------------------------------------- method
 @register_method("scsamac")
-class ScSAMAC(ClusteringMethod):
+class ScSAMAC(ClusteringMethod[ScSAMACConfig]):
     """Saliency-masked, cell-attention NB autoencoder with contrastive pretraining and soft-k-means clustering (scSAMAC)."""
 
     Config = ScSAMACConfig
@@ -238,193 +351,54 @@ class ScSAMAC(ClusteringMethod):
     fidelity = ("faithful to the code; CITE-CBMC, paper preset, K estimated (script default): ARI 0.625-0.626 on "
                 "the 2 seeds run to the end vs 0.661 published")
 
-    def prepare(self, adata: AnnData, config: ScSAMACConfig) -> Prepared:  # type: ignore[override]
+    def prepare(self, adata: AnnData, config: ScSAMACConfig) -> Prepared:
         # raises a clear ValueError when no raw integer counts exist
         ad = recipe_r1(adata, select_genes=config.select_genes)
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
-    # ------------------------------------------------------------------------------------------- helpers
-    @staticmethod
-    def _encode_all(model: ScSAMACNet, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Clean latent of all cells in eval mode, consecutive chunks of ``batch_size`` in data order (§0.8)."""
-        model.eval()
-        with torch.no_grad():
-            return torch.cat([model.encode(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+    def planned_epochs(self, config: ScSAMACConfig) -> int:
+        return config.pretrain_epochs + config.cluster_epochs
 
-    def train(self, data: Prepared, config: ScSAMACConfig, ctx: FitContext):  # type: ignore[override]
-        from sklearn.cluster import KMeans
+    def train(self, data: Prepared, config: ScSAMACConfig, ctx: FitContext):
+        f = _Fit(data.adata, config, ctx.device)
+        ctx.initial(f.embedding, f.display_labels)
 
-        ad = data.adata
-        dev = torch.device(ctx.device)
-        dtype = torch.float64 if config.dtype == "float64" else torch.float32
-        n, g = ad.shape
-        x = torch.as_tensor(np.asarray(ad.X), dtype=dtype, device=dev)
-        counts_sp = sp.csr_matrix(ad.layers["counts"])
-        dense_counts = n * g <= (1 << 28)
-        counts = torch.as_tensor(counts_sp.toarray(), dtype=dtype, device=dev) if dense_counts else None
-        sf = torch.as_tensor(ad.obs["size_factors"].to_numpy(), dtype=dtype, device=dev)
-
-        def counts_rows(idx: torch.Tensor) -> torch.Tensor:
-            if counts is not None:
-                return counts[idx]
-            rows = idx.cpu().numpy()
-            return torch.as_tensor(counts_sp[rows].toarray(), dtype=dtype, device=dev)
-
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(int(config.seed))
-        zinb = config.loss == "zinb"
-        model = ScSAMACNet(g, config.encoder_layers, config.decoder_layers, config.z_dim, config.n_heads,
-                           config.attn_dropout, zinb=zinb).to(device=dev, dtype=dtype)
-        thr = tuple(t / 100.0 for t in config.mask_thresholds)
-        rates = tuple(r / 100.0 for r in config.mask_rates)
-        contrast_w = config.contrast_weight if config.contrast_weight is not None else (0.001 if config.paper_intent else 0.01)
-        clev_w = config.cluster_level_weight if config.cluster_level_weight is not None else (0.01 if config.paper_intent else 0.002)
-        bs = int(config.batch_size)
-        rec_name = "zinb" if zinb else "nb"
-        k_given = config.n_clusters
-
-        def recon_loss(xb, raw, sfb):
-            noisy = xb + config.noise_sd * torch.randn(xb.shape, generator=gen, device=dev, dtype=dtype)
-            mean, disp, pi = model.decode(model.encode(noisy))
-            return zinb_nll(raw, mean, disp, pi, sfb) if zinb else nb_nll(raw, mean, disp, sfb)
-
-        def display_labels(z: np.ndarray) -> np.ndarray:
-            k = k_given if k_given is not None else min(8, len(z) - 1)
-            return KMeans(n_clusters=k, n_init=1, random_state=config.seed).fit_predict(z)
-
-        ctx.begin(config.pretrain_epochs + config.cluster_epochs)
-        z_np = self._encode_all(model, x, bs).cpu().numpy().astype(np.float32)
-        ctx.initial(z_np, display_labels(z_np))
-        stopped = False
-        epoch_g = 0
-
-        # ------------------------------------------------------------------ pretraining
-        opt = torch.optim.Adam(model.parameters(), lr=config.lr, amsgrad=True)
-        for ep in range(config.pretrain_epochs):
-            model.train()
-            perm = torch.randperm(n, generator=gen, device=dev)
-            sums = {rec_name: 0.0, "contrastive": 0.0, "total": 0.0}
-            nb_batches = 0
-            for i in range(0, n, bs):
-                idx = perm[i:i + bs]
-                xb, raw, sfb = x[idx], counts_rows(idx), sf[idx]
-                z0 = model.encode(xb)
-                zp = model.encode(saliency_mask(xb, gen, thr, rates))
-                rec = recon_loss(xb, raw, sfb)
-                con = nt_xent(zp, z0, config.temperature)
-                loss = rec + contrast_w * con
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums[rec_name] += float(rec.detach())
-                sums["contrastive"] += float(con.detach())
-                sums["total"] += float(loss.detach())
-                nb_batches += 1
-                if ctx.stop_requested:
-                    break
-            epoch_g += 1
-            losses = {k: v / max(nb_batches, 1) for k, v in sums.items()}
-            emb = lab = None
-            if ctx.snapshot_due(epoch_g):
-                emb = self._encode_all(model, x, bs).cpu().numpy().astype(np.float32)
-                lab = display_labels(emb)
-            if not np.isfinite(losses["total"]):
-                raise FloatingPointError(f"scSAMAC pretraining loss became {losses['total']} at epoch {ep + 1}")
-            if ctx.emit(epoch_g, "pretrain", losses, embedding=emb, labels=lab):
-                stopped = True
+        # 1. pretraining: count NLL (noisy pass) + contrastive (saliency-masked vs clean latent), Adam(amsgrad)
+        opt = torch.optim.Adam(f.model.parameters(), lr=config.lr, amsgrad=True)
+        for epoch in ctx.phase("pretrain", config.pretrain_epochs):
+            losses = _pretrain_epoch(f, opt, ctx).means(epoch=epoch, phase="pretrain")
+            if ctx.emit(epoch, "pretrain", losses, embedding=f.embedding, labels=f.display_labels):
                 break
 
-        # ------------------------------------------------------------------ K and centres
-        z = self._encode_all(model, x, bs)
-        z_np = z.cpu().numpy().astype(np.float64)
-        extras: dict = {}
-        if k_given is not None:
-            km = KMeans(n_clusters=k_given, n_init=config.kmeans_n_init, random_state=config.seed).fit(z_np)
-            centres, labels = km.cluster_centers_, km.labels_.astype(np.int64)
-        else:
-            lab = leiden_estimate(z_np, config.leiden_neighbors, config.leiden_resolution, config.seed)
-            uniq, labels = np.unique(lab, return_inverse=True)
-            centres = np.stack([z_np[labels == c].mean(axis=0) for c in range(len(uniq))])
-            extras["k_estimated"] = int(len(uniq))
-            logger.info("scSAMAC: Leiden estimated K = %d", len(uniq))
-        k = centres.shape[0]
-        extras["k"] = int(k)
-        if stopped or config.cluster_epochs == 0:
-            extras["cluster_epochs_run"] = 0
-            return z.cpu().numpy().astype(np.float32), labels, extras
+        # 2. K and the initial centres on the pretrained latent
+        z = f.encode()
+        labels, centres, extras = f.initial_clusters(z.cpu().numpy().astype(np.float64))
+        if ctx.stop_requested or config.cluster_epochs == 0:
+            return z.cpu().numpy().astype(np.float32), labels, {**extras, "cluster_epochs_run": 0}
 
-        # ------------------------------------------------------------------ clustering stage
-        mu = nn.Parameter(torch.as_tensor(centres, dtype=dtype, device=dev))
-        params = list(model.parameters()) + [mu]
-        head = None
-        if config.paper_intent:
-            head = nn.Linear(config.z_dim, k).to(device=dev, dtype=dtype)
-            params += list(head.parameters())
+        # 3. clustering stage (Adadelta on the model and the centres μ): every epoch starts with a full encode →
+        #    Student-t q, target p, labels; stop when fewer than `tol` labels changed; then one training pass
+        mu = nn.Parameter(torch.as_tensor(centres, dtype=f.dtype, device=f.dev))
+        head = nn.Linear(config.z_dim, len(centres)).to(device=f.dev, dtype=f.dtype) if config.paper_intent else None
+        params = list(f.model.parameters()) + [mu] + (list(head.parameters()) if head is not None else [])
         opt = torch.optim.Adadelta(params, lr=config.cluster_lr, rho=0.95)
-        need_masked = config.paper_intent or config.log_dead_losses
-        last_labels = labels
-        converged = False
-        run_epochs = 0
-        for ep in range(config.cluster_epochs):
-            # full-data update at the start of every epoch (update_interval = 1); leaves the model in eval mode [Q]
-            z = self._encode_all(model, x, bs)
+        last, converged, run = labels, False, 0
+        for epoch in ctx.phase("cluster", config.cluster_epochs):
+            z = f.encode()
             with torch.no_grad():
                 q_full = student_t_q(z, mu)
                 p_full = target_distribution(q_full)
             labels = q_full.argmax(dim=1).cpu().numpy().astype(np.int64)
-            dl = delta_label(labels, last_labels)
-            last_labels = labels
-            if ep > 0 and dl < config.tol:
+            dl, last = delta_label(labels, last), labels
+            if run > 0 and dl < config.tol:
                 converged = True
-                logger.info("scSAMAC: delta_label %.5f < tol %.5f at clustering epoch %d", dl, config.tol, ep + 1)
+                logger.info("scSAMAC: delta_label %.5f < tol %.5f at clustering epoch %d", dl, config.tol, run + 1)
                 break
-            if config.cluster_train_mode:
-                model.train()
-            sums = {rec_name: 0.0, "softkmeans": 0.0, "total": 0.0}
-            if need_masked:
-                sums.update({"wasserstein": 0.0, "cluster_level": 0.0})
-            nb_batches = 0
-            for i in range(0, n, bs):  # unshuffled consecutive minibatches [C]
-                idx = torch.arange(i, min(i + bs, n), device=dev)
-                xb, raw, sfb = x[idx], counts_rows(idx), sf[idx]
-                z0 = model.encode(xb)
-                rec = recon_loss(xb, raw, sfb)
-                skm = soft_kmeans_loss(z0, mu)
-                clu = config.softkmeans_weight * skm
-                if need_masked:
-                    zp = model.encode(saliency_mask(xb, gen, thr, rates))
-                    qb = student_t_q(z0, mu)
-                    if config.paper_intent:
-                        wd = wasserstein_1d(p_full[idx], qb)
-                        cl = cluster_level_loss(head(z0), head(zp), config.cluster_margin)
-                        clu = clu + wd + clev_w * cl
-                    else:  # the code's detached terms: fresh random Linear(z,K) for each latent, every call
-                        with torch.no_grad():
-                            wd = wasserstein_1d(p_full[idx], qb)
-                            pa = nn.Linear(config.z_dim, k).to(device=dev, dtype=dtype)
-                            pb = nn.Linear(config.z_dim, k).to(device=dev, dtype=dtype)
-                            cl = cluster_level_loss(pa(z0), pb(zp), config.cluster_margin)
-                    sums["wasserstein"] += float(wd.detach())
-                    sums["cluster_level"] += float(cl.detach())
-                loss = rec + config.gamma * clu
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sums[rec_name] += float(rec.detach())
-                sums["softkmeans"] += float(skm.detach())
-                sums["total"] += float(loss.detach())
-                nb_batches += 1
-                if ctx.stop_requested:
-                    break
-            run_epochs += 1
-            epoch_g += 1
-            losses = {kk: v / max(nb_batches, 1) for kk, v in sums.items()}
-            if not np.isfinite(losses["total"]):
-                raise FloatingPointError(f"scSAMAC clustering loss became {losses['total']} at epoch {ep + 1}")
-            emb = z.cpu().numpy().astype(np.float32) if ctx.snapshot_due(epoch_g) else None
-            if ctx.emit(epoch_g, "cluster", losses, embedding=emb, labels=labels,
-                        extra_metrics={"delta_label": dl}):
+            losses = _cluster_epoch(f, opt, mu, head, p_full, ctx).means(epoch=epoch, phase="cluster")
+            run += 1
+            if ctx.emit(epoch, "cluster", losses, embedding=lambda: z.cpu().numpy().astype(np.float32),
+                        labels=labels, extra_metrics={"delta_label": dl}):
                 break
-        extras.update({"cluster_epochs_run": run_epochs, "converged": converged,
+        extras.update({"cluster_epochs_run": run, "converged": converged,
                        "centres": mu.detach().cpu().numpy().astype(np.float32)})
         return z.cpu().numpy().astype(np.float32), labels, extras
