@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scanpy as sc
@@ -32,8 +33,9 @@ class LeidenConfig(_ClassicConfig):
     flavor: str = param("igraph", choices=("igraph", "leidenalg"), advanced=True,
                         help="Leiden implementation: igraph (fast) or leidenalg.")
 
-    PRESETS = {"default": {}}
-    PRESET_NOTES = {"default": "scanpy defaults: 2,000 HVGs, 50 PCs, 15 neighbours, resolution 1."}
+    PRESETS = {"default": {}, "tiny": {"n_top_genes": 50, "n_pcs": 10}}
+    PRESET_NOTES = {"default": "scanpy defaults: 2,000 HVGs, 50 PCs, 15 neighbours, resolution 1.",
+                    "tiny": "Smoke test only (~150 cells): 50 HVGs, 10 PCs."}
 
 
 @dataclass
@@ -41,31 +43,36 @@ class KMeansConfig(_ClassicConfig):
     n_init: int = param(10, min=1, max=100, help="K-means restarts (k-means++ init); the best inertia is kept.")
     max_iter: int = param(300, min=10, max=10000, advanced=True, help="Maximum K-means iterations per restart.")
 
-    PRESETS = {"default": {}}
-    PRESET_NOTES = {"default": "2,000 HVGs, 50 PCs, k-means++ with 10 restarts."}
+    PRESETS = {"default": {}, "tiny": {"n_top_genes": 50, "n_pcs": 10, "n_init": 2}}
+    PRESET_NOTES = {"default": "2,000 HVGs, 50 PCs, k-means++ with 10 restarts.",
+                    "tiny": "Smoke test only (~150 cells): 50 HVGs, 10 PCs, 2 restarts."}
 
 
-class _Classic(ClusteringMethod):
+ConfigT = TypeVar("ConfigT", bound=_ClassicConfig)
+
+
+class _Classic(ClusteringMethod[ConfigT]):
     deep = False
     fidelity = "baseline"
     needs_counts = False  # log-normalised input is accepted with a warning
     recipe = "normalize_total, log1p, top HVGs (seurat), scale (clip 10), PCA"
 
-    def prepare(self, adata: AnnData, config: _ClassicConfig) -> Prepared:  # type: ignore[override]
+    def prepare(self, adata: AnnData, config: ConfigT) -> Prepared:
+        """The standard scanpy recipe (normalise, log1p, HVGs, scale, PCA) on a copy."""
         ad = recipe_classic(adata, n_top_genes=config.n_top_genes, n_pcs=config.n_pcs,
                             max_value=config.scale_max or None, seed=config.seed)
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
 
 @register_method("leiden")
-class Leiden(_Classic):
+class Leiden(_Classic[LeidenConfig]):
     """Leiden community detection on a kNN graph of the PCs (scanpy); K follows from the resolution."""
 
     Config = LeidenConfig
     citation = "Traag, Waltman & van Eck, Sci. Rep. 2019; Wolf et al., scanpy, Genome Biol. 2018"
     can_estimate_k = True
 
-    def train(self, data: Prepared, config: LeidenConfig, ctx: FitContext):  # type: ignore[override]
+    def train(self, data: Prepared, config: LeidenConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
         ad = data.adata
         sc.pp.neighbors(ad, n_neighbors=min(config.n_neighbors, ad.n_obs - 1), use_rep="X_pca",
                         random_state=config.seed)
@@ -80,13 +87,13 @@ class Leiden(_Classic):
 
 
 @register_method("kmeans")
-class KMeansPCA(_Classic):
+class KMeansPCA(_Classic[KMeansConfig]):
     """K-means (k-means++, explicit restarts) on the PCs of the standard scanpy recipe."""
 
     Config = KMeansConfig
     citation = "Lloyd 1982; Arthur & Vassilvitskii 2007 (k-means++); scikit-learn"
 
-    def train(self, data: Prepared, config: KMeansConfig, ctx: FitContext):  # type: ignore[override]
+    def train(self, data: Prepared, config: KMeansConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
         z = data.adata.obsm["X_pca"]
         km = KMeans(n_clusters=config.n_clusters, n_init=config.n_init, max_iter=config.max_iter,
                     random_state=config.seed)
