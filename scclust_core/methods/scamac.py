@@ -62,6 +62,7 @@ from ..losses import fkm_centres, fkm_memberships, fkm_weights, fuzzy_update
 from ..preprocess import recipe_r4
 from ._attention import DEFAULT_MAX_ELEMENTS, chunked_attention
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._loop import EpochMeter, NonFiniteLossError, check_finite, encode_all, minibatches, to_device
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -220,9 +221,109 @@ def _cos_gram(m: torch.Tensor) -> torch.Tensor:
     return mn @ mn.T
 
 
+class _Fit:
+    """Data, networks, optimisers and random streams of one fit: minibatch orders and the denoising noise come
+    from the seeded torch generator ``gen``, the initial centre cells from ``rng``; attention dropout from torch's
+    global RNG (seeded by ``fit``), as ``nn.Dropout`` would."""
+
+    def __init__(self, ad: AnnData, config: ScAMACConfig, device: str):
+        cfg = self.cfg = config
+        self.dev = torch.device(device)
+        self.n, g = ad.shape
+        self.x = to_device(np.asarray(ad.X), self.dev, torch.float32)
+        self.bs = int(cfg.batch_size or auto_batch_size(self.n))
+        self.gen = torch.Generator(device=self.dev)
+        self.gen.manual_seed(int(cfg.seed))
+        self.rng = np.random.default_rng(cfg.seed)
+        pf = cfg.paper_formulas
+        self.de = DENet(g, cfg.hidden1, cfg.hidden2, paper=pf).to(self.dev)
+        self.net = DFKMNet(cfg.hidden1, cfg.hidden2, cfg.n_heads, cfg.attn_dropout, paper=pf).to(self.dev)
+        self.de.train()
+        self.net.train()
+        self.opt_de = torch.optim.Adam(self.de.parameters(), lr=cfg.lr)
+        self.opt_f = torch.optim.SGD(self.net.parameters(), lr=cfg.fkm_lr)
+        self.skipped_nan = 0
+
+    def features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clean DE features (Z_a, Z_b, Z_c) of all cells (a per-cell MLP, so chunking is exact), detached."""
+        return encode_all(lambda xb: self.de(xb)[:3], self.x, batch=2048, numpy=False)
+
+    def fuse(self, feats, train_mode: bool | None = None) -> torch.Tensor:
+        """Fused embedding of all N cells attending over all N at once (chunked exactly inside EPA). Dropout stays
+        on as in the code [C] unless ``deterministic_inference``; ``train_mode`` overrides."""
+        was = self.net.training
+        self.net.train((not self.cfg.deterministic_inference) if train_mode is None else train_mode)
+        with torch.no_grad():
+            z = self.net(*feats)
+        self.net.train(was)
+        return z
+
+    def display_embedding(self) -> np.ndarray:
+        """Display-only full pass in eval mode (consumes no random numbers)."""
+        return self.fuse(self.features(), train_mode=False).cpu().numpy()
+
+    def memberships(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return fkm_memberships(torch.cdist(z, c), self.cfg.sigma, self.cfg.gamma, self.cfg.paper_formulas)
+
+    def update(self, z: torch.Tensor, c: torch.Tensor, u: torch.Tensor, outer: int):
+        """Closed-form centres and memberships (§5.3); returns (C, U, labels)."""
+        c, u = fuzzy_update(z, c, u, self.cfg.sigma, self.cfg.gamma, self.cfg.paper_formulas)
+        check_finite("scAMAC's fuzzy memberships", u, epoch=outer + 1, phase="fkm")
+        return c, u, u.argmax(dim=1).cpu().numpy().astype(np.int64)
+
+    def set_fkm_lr(self, outer: int) -> float:
+        """Cosine decay of the DFKM learning rate per outer epoch; two chained schedulers compound it [Q]."""
+        factor = 0.5 * (1 + math.cos(math.pi * outer / self.cfg.cosine_tmax))
+        lr = self.cfg.fkm_lr * factor ** (2 if self.cfg.double_cosine else 1)
+        for grp in self.opt_f.param_groups:
+            grp["lr"] = lr
+        return lr
+
+
+def _de_epoch(f: _Fit, u: torch.Tensor, ctx: FitContext, epoch: int) -> dict[str, float]:
+    """One shuffled pass of the autoencoder on ``x + U[0, noise)``: MSE(X', x) + MSE(Z_a, Z_c) +
+    MSE(cosSim(U_b), cosSim(Z_b)). A non-finite minibatch is skipped, as the code does [C] (that decision needs
+    the value on the host: the one per-batch sync of scAMAC)."""
+    meter = EpochMeter()
+    for idx in minibatches(f.n, f.bs, rng=f.gen):
+        xb = f.x[idx]
+        noisy = xb + f.cfg.noise * torch.rand(xb.shape, generator=f.gen, device=f.dev)
+        za, zb, zc, xr = f.de(noisy)
+        rec, lm, sim = F.mse_loss(xr, xb), F.mse_loss(za, zc), F.mse_loss(_cos_gram(zb), _cos_gram(u[idx]))
+        loss = rec + lm + sim
+        if not torch.isfinite(loss):
+            f.skipped_nan += 1
+            continue
+        f.opt_de.zero_grad(set_to_none=True)
+        loss.backward()
+        f.opt_de.step()
+        meter.add(1, reconstruction=rec, layer_match=lm, similarity=sim, total=loss)
+        if ctx.stop_requested:
+            break
+    if not len(meter):
+        raise NonFiniteLossError("Every autoencoder minibatch loss", float("nan"), epoch=epoch, phase="autoencoder")
+    return meter.means(epoch=epoch, phase="autoencoder")
+
+
+def _fkm_epoch(f: _Fit, feats, c: torch.Tensor, u: torch.Tensor, dmat: torch.Tensor, ctx: FitContext,
+               epoch: int) -> dict[str, float]:
+    """One shuffled pass of the clustering network on ``(1/b) Σ_i Σ_j D_ij U_ij ‖z_i − C_j‖²`` (D, U, C fixed)."""
+    meter = EpochMeter()
+    for idx in minibatches(f.n, f.bs, rng=f.gen):
+        d2 = torch.cdist(f.net(feats[0][idx], feats[1][idx], feats[2][idx]), c).square()
+        loss = (dmat[idx] * u[idx] * d2).sum(dim=1).mean()
+        f.opt_f.zero_grad(set_to_none=True)
+        loss.backward()
+        f.opt_f.step()
+        meter.add(1, fkm=loss)
+        if ctx.stop_requested:
+            break
+    return meter.means(epoch=epoch, phase="fkm")
+
+
 # ----------------------------------------------------------------------------------------------------- method
 @register_method("scamac")
-class ScAMAC(ClusteringMethod):
+class ScAMAC(ClusteringMethod[ScAMACConfig]):
     """Identity-initialised multi-scale autoencoder with cell-attention fusion and adaptive fuzzy k-means (scAMAC)."""
 
     Config = ScAMACConfig
@@ -233,7 +334,7 @@ class ScAMAC(ClusteringMethod):
     can_estimate_k = False
     fidelity = "faithful"
 
-    def prepare(self, adata: AnnData, config: ScAMACConfig) -> Prepared:  # type: ignore[override]
+    def prepare(self, adata: AnnData, config: ScAMACConfig) -> Prepared:
         try:
             if config.gene_filter == "detected_cells":  # [P]: drop genes that are zero in > (1 − frac) of the cells
                 from ..preprocess import get_counts
@@ -271,152 +372,50 @@ class ScAMAC(ClusteringMethod):
                       obs=ad.obs.copy(), var=ad.var[[]].copy(), uns={"input_was_counts": False})
         return out
 
-    # ------------------------------------------------------------------------------------------- passes
-    @staticmethod
-    def _de_full(de: DENet, x: torch.Tensor, chunk: int = 2048):
-        """Clean DE features of all cells (per-cell MLP, so batching is exact), detached."""
-        with torch.no_grad():
-            parts = [de(x[i:i + chunk])[:3] for i in range(0, x.shape[0], chunk)]
-        return tuple(torch.cat([p[j] for p in parts]) for j in range(3))
+    def planned_epochs(self, config: ScAMACConfig) -> int:
+        return config.epochs * (config.de_epochs + config.fkm_epochs)
 
-    @staticmethod
-    def _dfkm_full(net: DFKMNet, feats, train_mode: bool) -> torch.Tensor:
-        """Fused embedding of all N cells attending over all N at once (chunked exactly inside EPA)."""
-        was = net.training
-        net.train(train_mode)
-        with torch.no_grad():
-            z = net(*feats)
-        net.train(was)
-        return z
-
-    def train(self, data: Prepared, config: ScAMACConfig, ctx: FitContext):  # type: ignore[override]
-        ad = data.adata
-        dev = torch.device(ctx.device)
-        n, g = ad.shape
-        k = int(config.n_clusters)
-        x = torch.as_tensor(np.asarray(ad.X), dtype=torch.float32, device=dev)
-        bs = int(config.batch_size or auto_batch_size(n))
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(int(config.seed))
-        rng = np.random.default_rng(config.seed)
-        pf = config.paper_formulas
-        de = DENet(g, config.hidden1, config.hidden2, paper=pf).to(dev)
-        net = DFKMNet(config.hidden1, config.hidden2, config.n_heads, config.attn_dropout, paper=pf).to(dev)
-        de.train()
-        net.train()
-        opt_de = torch.optim.Adam(de.parameters(), lr=config.lr)
-        opt_f = torch.optim.SGD(net.parameters(), lr=config.fkm_lr)
-        sigma, gamma = config.sigma, config.gamma
-        infer_train = not config.deterministic_inference
-
-        # ---- initialisation: clean full pass, centres = K distinct random cells (+1e-6), memberships
-        feats = self._de_full(de, x)
-        z = self._dfkm_full(net, feats, infer_train)
-        if not torch.isfinite(z).all():
-            raise FloatingPointError("scAMAC: the initial embedding contains NaN/inf")
-        cells = rng.choice(n, size=k, replace=False)
-        c = z[torch.as_tensor(cells, device=dev)] + 1e-6
-        u = fkm_memberships(torch.cdist(z, c), sigma, gamma, pf)
+    def train(self, data: Prepared, config: ScAMACConfig, ctx: FitContext):
+        f = _Fit(data.adata, config, ctx.device)
+        # initialisation: clean full pass, centres = K distinct random cells (+1e-6), memberships
+        z = f.fuse(f.features())
+        check_finite("scAMAC's initial embedding", z, epoch=0, phase="init")
+        c = z[torch.as_tensor(f.rng.choice(f.n, size=int(config.n_clusters), replace=False), device=f.dev)] + 1e-6
+        u = f.memberships(z, c)
         labels = u.argmax(dim=1).cpu().numpy().astype(np.int64)
-        per_outer = config.de_epochs + config.fkm_epochs
-        ctx.begin(config.epochs * per_outer)
         ctx.initial(z.cpu().numpy(), labels)
-
-        def perm_batches():
-            perm = torch.randperm(n, generator=gen, device=dev)
-            return [perm[i:i + bs] for i in range(0, n, bs)]
-
-        def display_emb(epoch: int, z_now: torch.Tensor | None) -> np.ndarray | None:
-            if not ctx.snapshot_due(epoch):
-                return None
-            if z_now is None:  # display-only pass: eval mode, consumes no random numbers
-                z_now = self._dfkm_full(net, self._de_full(de, x), False)
-            return z_now.cpu().numpy()
-
-        epoch_g = 0
-        stopped = False
-        skipped_nan = 0
         for t in range(config.epochs):
-            # ---------------- DE training (U fixed)
-            for _ in range(config.de_epochs):
-                sums = {"reconstruction": 0.0, "layer_match": 0.0, "similarity": 0.0, "total": 0.0}
-                nb = 0
-                for idx in perm_batches():
-                    xb = x[idx]
-                    noisy = xb + config.noise * torch.rand(xb.shape, generator=gen, device=dev)
-                    za, zb, zc, xr = de(noisy)
-                    rec = F.mse_loss(xr, xb)
-                    lm = F.mse_loss(za, zc)
-                    sim = F.mse_loss(_cos_gram(zb), _cos_gram(u[idx]))
-                    loss = rec + lm + sim
-                    if not torch.isfinite(loss):
-                        skipped_nan += 1  # the code skips NaN batches
-                        continue
-                    opt_de.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt_de.step()
-                    for key, val in (("reconstruction", rec), ("layer_match", lm), ("similarity", sim), ("total", loss)):
-                        sums[key] += float(val.detach())
-                    nb += 1
-                    if ctx.stop_requested:
-                        break
-                epoch_g += 1
-                losses = {kk: (v / nb if nb else float("nan")) for kk, v in sums.items()}
-                if ctx.emit(epoch_g, "autoencoder", losses, embedding=display_emb(epoch_g, None), labels=labels):
-                    stopped = True
+            # 1. autoencoder (DE) epochs with the memberships U fixed
+            for epoch in ctx.phase("autoencoder", config.de_epochs):
+                losses = _de_epoch(f, u, ctx, epoch)
+                if ctx.emit(epoch, "autoencoder", losses, embedding=f.display_embedding, labels=labels):
                     break
-            if stopped:
+            if ctx.stop_requested:
                 break
-
-            # ---------------- FKM training (C, U, D fixed)
-            lr_factor = 0.5 * (1 + math.cos(math.pi * t / config.cosine_tmax))
-            for grp in opt_f.param_groups:
-                grp["lr"] = config.fkm_lr * lr_factor ** (2 if config.double_cosine else 1)
-            feats = self._de_full(de, x)
+            # 2. clustering-network (FKM) epochs with C, U and the adaptive weights D fixed
+            lr = f.set_fkm_lr(t)
+            feats = f.features()
             if config.fkm_epochs > 0:
-                z = self._dfkm_full(net, feats, infer_train)
-                dmat = fkm_weights(torch.cdist(z, c), sigma, pf)
-            for j in range(config.fkm_epochs):
-                tot, nb = 0.0, 0
-                for idx in perm_batches():
-                    zb_ = net(feats[0][idx], feats[1][idx], feats[2][idx])
-                    d2 = torch.cdist(zb_, c).square()
-                    loss = (dmat[idx] * u[idx] * d2).sum(dim=1).mean()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"scAMAC: the fuzzy k-means loss became NaN/inf at outer epoch {t + 1} "
-                                                 "(the original code aborts here and reports ARI 0)")
-                    opt_f.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt_f.step()
-                    tot += float(loss.detach())
-                    nb += 1
-                    if ctx.stop_requested:
-                        break
-                epoch_g += 1
-                last_inner = j == config.fkm_epochs - 1
-                if last_inner or ctx.stop_requested:
-                    # end of the outer epoch: full pass, closed-form centres and memberships, labels
-                    z = self._dfkm_full(net, feats, infer_train)
-                    c, u = fuzzy_update(z, c, u, sigma, gamma, pf)
-                    if not torch.isfinite(u).all():
-                        raise FloatingPointError(f"scAMAC: memberships became NaN at outer epoch {t + 1}")
-                    labels = u.argmax(dim=1).cpu().numpy().astype(np.int64)
-                emb = display_emb(epoch_g, z if last_inner else None)
-                if ctx.emit(epoch_g, "fkm", {"fkm": tot / max(nb, 1)}, embedding=emb, labels=labels,
-                            extra_metrics={"lr_fkm": opt_f.param_groups[0]["lr"]}):
-                    stopped = True
+                z = f.fuse(feats)
+            dmat = fkm_weights(torch.cdist(z, c), config.sigma, config.paper_formulas)
+            for j, epoch in enumerate(ctx.phase("fkm", config.fkm_epochs)):
+                losses = _fkm_epoch(f, feats, c, u, dmat, ctx, epoch)
+                last = j == config.fkm_epochs - 1
+                if last or ctx.stop_requested:  # 3. end of the outer epoch: closed-form C and U, labels
+                    z = f.fuse(feats)
+                    c, u, labels = f.update(z, c, u, t)
+                z_now = z
+                if ctx.emit(epoch, "fkm", losses, embedding=(lambda: z_now.cpu().numpy()) if last else f.display_embedding,
+                            labels=labels, extra_metrics={"lr_fkm": lr}):
                     break
-            if config.fkm_epochs == 0:  # still do the closed-form update once per outer epoch
-                z = self._dfkm_full(net, feats, infer_train)
-                c, u = fuzzy_update(z, c, u, sigma, gamma, pf)
-                labels = u.argmax(dim=1).cpu().numpy().astype(np.int64)
-            if stopped:
+            if config.fkm_epochs == 0:  # still one closed-form update per outer epoch
+                z = f.fuse(feats)
+                c, u, labels = f.update(z, c, u, t)
+            if ctx.stop_requested:
                 break
-
-        if stopped:  # labels from the current model: fresh pass, memberships to the current centres
-            z = self._dfkm_full(net, self._de_full(de, x), infer_train)
-            u = fkm_memberships(torch.cdist(z, c), sigma, gamma, pf)
-            labels = u.argmax(dim=1).cpu().numpy().astype(np.int64)
-        extras = {"batch_size": bs, "skipped_nan_batches": skipped_nan, "n_genes_used": int(g),
+        if ctx.stop_requested:  # labels from the current model: fresh pass, memberships to the current centres
+            z = f.fuse(f.features())
+            labels = f.memberships(z, c).argmax(dim=1).cpu().numpy().astype(np.int64)
+        extras = {"batch_size": f.bs, "skipped_nan_batches": f.skipped_nan, "n_genes_used": int(data.adata.n_vars),
                   "centres": c.cpu().numpy().astype(np.float32)}
         return z.cpu().numpy().astype(np.float32), labels, extras
