@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "fit_threads", "torch_threads"]
+__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "fit_threads"]
 
 
 def cuda_available() -> bool:
@@ -87,21 +87,6 @@ def fit_threads(explicit: int, device: str) -> Iterator[dict[str, Any]]:
             torch.set_num_threads(n)
     try:
         yield info
-    finally:
-        if torch.get_num_threads() != prev:
-            torch.set_num_threads(prev)
-
-
-@contextmanager
-def torch_threads(n: int, device: str = "cpu") -> Iterator[None]:
-    """Run a block with ``n`` torch CPU threads (0 = leave as is), restoring the previous number after."""
-    import torch
-
-    prev = torch.get_num_threads()
-    if device == "cpu" and n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
     finally:
         if torch.get_num_threads() != prev:
             torch.set_num_threads(prev)

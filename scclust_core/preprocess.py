@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "get_counts", "counts_adata", "dropout_gene_selection", "is_integer_matrix", "recipe_r1", "recipe_r2",
-    "recipe_r3", "recipe_r4", "recipe_classic", "RECIPES", "qc_metrics", "filter_cells_genes", "select_hvg_by_silhouette",
+    "recipe_r3", "recipe_r4", "recipe_classic", "RECIPES", "qc_metrics", "filter_cells_genes",
 ]
 
 
@@ -284,30 +284,6 @@ def recipe_classic(adata: AnnData, *, n_top_genes: int = 2000, n_pcs: int = 50, 
 
 
 RECIPES = {"R1": recipe_r1, "R2": recipe_r2, "R3": recipe_r3, "R4": recipe_r4, "classic": recipe_classic}
-
-
-def select_hvg_by_silhouette(adata: AnnData, embed_and_cluster, *, candidates=(500, 1000, 1500, 3000, 5000, None),
-                             ceil: bool = False) -> tuple[int | None, dict]:
-    """Pick the number of HVGs by the silhouette of the clustering it gives (label-free; contrastive-sc §3.1).
-
-    ``embed_and_cluster(prepared) -> (embedding, labels)``. ``None`` in ``candidates`` means all genes.
-    Returns the best candidate and ``{candidate: silhouette}``.
-    """
-    from .metrics import silhouette
-
-    scores: dict = {}
-    n_genes = adata.n_vars
-    tried = set()
-    for c in candidates:
-        eff = n_genes if c is None else min(c, n_genes)
-        if eff in tried:
-            continue
-        tried.add(eff)
-        prepared = recipe_r2(adata, n_top_genes=eff, ceil=ceil)
-        emb, labels = embed_and_cluster(prepared)
-        scores[c] = silhouette(emb, labels)
-    best = max(scores, key=lambda k: (-np.inf if np.isnan(scores[k]) else scores[k]))
-    return best, scores
 
 
 def qc_metrics(adata: AnnData) -> "object":

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 if TYPE_CHECKING:
     from ._base import ClusteringMethod
 
-__all__ = ["register_method", "get_method", "list_methods", "method_names"]
+__all__ = ["register_method", "get_method", "list_methods"]
 
 _REGISTRY: dict[str, type["ClusteringMethod"]] = {}
 M = TypeVar("M", bound=type)
@@ -39,5 +39,3 @@ def list_methods() -> list[str]:
     """Registered method names in registration order (classic baselines first)."""
     return list(_REGISTRY)
 
-
-method_names = list_methods
