@@ -261,10 +261,7 @@ class CICL(ClusteringMethod[CICLConfig]):
     Config = CICLConfig
     citation = ("Jiang, Wang, Guan & Zhou. scRNA-seq Data Clustering by Cluster-aware Iterative Contrastive "
                 "Learning (preprint); code github.com/Alunethy/CICL")
-    recipe = "R2: median normalisation, log1p, top 500 HVGs (seurat), z-score"
-    needs_counts = True
-    can_estimate_k = False
-    fidelity = "faithful"
+    recipe = "R2: median normalisation, log1p, top 500 HVGs (seurat), z-score"  # needs counts, K; faithful
 
     def prepare(self, adata: AnnData, config: CICLConfig) -> Prepared:
         ad = recipe_r2(adata, n_top_genes=min(config.n_hvg, adata.n_vars))

@@ -282,9 +282,7 @@ class ContrastiveSC(ClusteringMethod[ContrastiveSCConfig]):
     citation = ("Ciortan M. & Defrance M. Contrastive self-supervised clustering of scRNA-seq data. "
                 "BMC Bioinformatics 22, 280 (2021)")
     recipe = "R2: ceil counts, median normalisation, log1p, top n_hvg HVGs (seurat), z-score ('auto' = silhouette pick)"
-    needs_counts = True
-    can_estimate_k = True
-    fidelity = "faithful"
+    can_estimate_k = True  # Leiden when K is empty (needs counts; faithful: the base defaults)
 
     def prepare(self, adata: AnnData, config: ContrastiveSCConfig) -> Prepared:
         n = config.n_hvg
