@@ -8,7 +8,7 @@ import pytest
 
 from scclust_core import runs
 from scclust_core.methods import EpochLog, MethodResult, Snapshot, run_method
-from scclust_core.methods._base import Callback
+from scclust_core.methods._types import Callback
 
 
 def test_run_record_contents_and_reload(counts_adata, runs_root):
@@ -21,12 +21,14 @@ def test_run_record_contents_and_reload(counts_adata, runs_root):
     assert {"python", "torch", "numpy", "scanpy", "anndata", "scclust_core"} <= set(meta["versions"])
     assert meta["dataset"]["n_cells"] == counts_adata.n_obs and len(meta["dataset"]["sha256"]) == 64
     assert meta["device"] == "cpu" and meta["started_at"] and meta["finished_at"]
+    assert meta["threads"]["n"] >= 1 and meta["threads"]["source"]  # torch CPU threads and why (device.py)
     assert meta["metrics"]["ari"] == pytest.approx(res.metrics["ari"])
     assert counts_adata.uns["kmeans"]["run_id"] == rec.run_id
     back = runs.load_result(rec.path)
     np.testing.assert_array_equal(back.labels, res.labels)
     np.testing.assert_allclose(back.embedding, res.embedding)
     assert back.metrics["ari"] == pytest.approx(res.metrics["ari"])
+    assert back.extras["threads"] == res.extras["threads"]
 
 
 def test_rerun_from_record_is_reproducible(counts_adata, runs_root):
