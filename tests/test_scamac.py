@@ -24,10 +24,9 @@ def small():
 
 
 def tiny_config(**kw) -> ScAMACConfig:
-    base = dict(n_clusters=3, epochs=2, de_epochs=2, fkm_epochs=1, hidden1=48, hidden2=30, batch_size=64,
-                snapshot_every=2)
+    base = dict(n_clusters=3, snapshot_every=2, torch_threads=1)
     base.update(kw)
-    return ScAMACConfig.from_preset("cpu", **base)
+    return ScAMACConfig.from_preset("tiny", **base)
 
 
 # ------------------------------------------------------------------------------------------------ fuzzy k-means
@@ -96,38 +95,18 @@ def test_epa_chunked_equals_unchunked():
     assert not torch.allclose(full(y[:, :10])[:, 0], a[:, 0], atol=1e-4)
 
 
-# ------------------------------------------------------------------------------------------------ fit contract
-def test_fit_shapes_callbacks_snapshots(small):
+# ------------------------------------------------------------------------------------------------ fit
+def test_phases_losses_and_snapshot_schedule(small):
+    """scAMAC-specific layout (the generic contract is in test_methods_contract.py)."""
     rec = Recorder()
     res = get_method("scamac").fit(small, tiny_config(), callback=rec, label_key="cell_type")
-    assert res.status == "completed"
-    assert res.embedding.shape == (small.n_obs, 30) and res.embedding.dtype == np.float32
-    assert res.labels.shape == (small.n_obs,) and res.labels.dtype == np.int64
-    assert len(rec.logs) == len(res.history) == 6
+    assert res.embedding.shape == (small.n_obs, 30)
     assert [h.phase for h in res.history] == ["autoencoder", "autoencoder", "fkm"] * 2
     assert set(res.history[0].losses) == {"reconstruction", "layer_match", "similarity", "total"}
     assert set(res.history[2].losses) == {"fkm"}
     assert all("ari" in h.metrics for h in res.history)  # memberships give labels every epoch
     assert rec.snaps == [2, 4, 6] and rec.extra == [0]
     assert np.isfinite(res.embedding).all()
-
-
-def test_cancel_after_two_epochs(small):
-    rec = Recorder(stop_after=2)
-    res = get_method("scamac").fit(small, tiny_config(), callback=rec)
-    assert res.status == "cancelled"
-    assert len(res.history) == 2
-    assert res.labels.shape == (small.n_obs,)
-
-
-def test_same_seed_same_result(small):
-    m = get_method("scamac")
-    a = m.fit(small, tiny_config(seed=4))
-    b = m.fit(small, tiny_config(seed=4))
-    assert np.array_equal(a.labels, b.labels)
-    assert np.allclose(a.embedding, b.embedding)
-    c = m.fit(small, tiny_config(seed=4, snapshot_every=1))  # snapshots are display-only
-    assert np.array_equal(a.labels, c.labels)
 
 
 def test_lognormalised_input_warns(small):
@@ -157,9 +136,3 @@ def test_presets_and_k_required(small):
         get_method("scamac").fit(small, tiny_config(n_clusters=None))
 
 
-@pytest.mark.slow
-def test_quality_easy_synthetic():
-    ad = synthetic_counts(n_cells=240, n_genes=120, k=3, seed=5, strength=6.0)
-    cfg = ScAMACConfig.from_preset("cpu", n_clusters=3, epochs=4, hidden1=256, hidden2=64, snapshot_every=0)
-    res = get_method("scamac").fit(ad, cfg, label_key="cell_type")
-    assert res.metrics["ari"] >= 0.85, res.metrics

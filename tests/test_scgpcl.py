@@ -13,20 +13,9 @@ from scclust_core import losses
 from scclust_core.datasets import synthetic
 from scclust_core.methods import Callback, get_method
 from scclust_core.methods import scgpcl as gp
-from scclust_core.methods._bipartite import (BipartiteGraph, BipartiteSAGEEncoder, cap_rows, capped_neighbours,
+from scclust_core.methods.scgpcl import (BipartiteGraph, BipartiteSAGEEncoder, cap_rows, capped_neighbours,
                                              hgt_sample,
                                              mean_operator, sample_without_replacement)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch):
-    """These tiny models run fastest on one thread (2 threads on a shared 2-core box are ~5x slower)."""
-    import scclust_core.methods._base as base
-
-    before = torch.get_num_threads()
-    monkeypatch.setattr(base, "set_threads", lambda: torch.set_num_threads(1) or 1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _random_counts(n_cells=300, n_genes=120, density=0.3, seed=0):
@@ -162,13 +151,13 @@ def test_prototype_loss_hand_computed_four_cells():
     assign = torch.tensor([0, 1, 0, 1])
     tau = 0.25
     expected = (2 * math.log(1 + math.exp(-4)) + 2 * math.log(1 + math.exp(4))) / 4
-    got = gp.prototype_loss(rep, [assign], [protos], tau)
+    got = losses.prototype_loss(rep, [assign], [protos], tau)
     assert got.item() == pytest.approx(expected, rel=1e-6)
     # two granularities are averaged per cell; the second: 4 prototypes, each cell its own
     p4 = rep.clone() * 3
     a4 = torch.arange(4)
     l4 = math.log(1 + 2 * math.exp(-4) + math.exp(-8))  # cos 1 vs {0, 0, −1}
-    got2 = gp.prototype_loss(rep, [assign, a4], [protos, p4], tau)
+    got2 = losses.prototype_loss(rep, [assign, a4], [protos, p4], tau)
     assert got2.item() == pytest.approx((expected + l4) / 2, rel=1e-6)
 
 
@@ -193,16 +182,16 @@ def _official_instance_loss(r1: np.ndarray, r2: np.ndarray, tau: float) -> float
 def test_instance_loss_reproduces_mask_bug_and_fix():
     torch.manual_seed(0)
     r1, r2 = torch.randn(6, 5), torch.randn(6, 5)
-    bug = gp.scgpcl_instance_loss(r1, r2, 0.25, mask_bug=True)
+    bug = losses.scgpcl_instance_loss(r1, r2, 0.25, mask_bug=True)
     assert bug.item() == pytest.approx(_official_instance_loss(r1.numpy(), r2.numpy(), 0.25), rel=1e-5)
-    fixed = gp.scgpcl_instance_loss(r1, r2, 0.25, mask_bug=False)
+    fixed = losses.scgpcl_instance_loss(r1, r2, 0.25, mask_bug=False)
     ref = losses.nt_xent(F.normalize(r1, dim=1), F.normalize(r2, dim=1), 0.25)
     assert fixed.item() == pytest.approx(ref.item(), rel=1e-6)
     assert abs(bug.item() - fixed.item()) > 1e-3
 
 
 def test_shared_losses_and_granularities():
-    assert gp.zinb_nll is losses.zinb_nll and gp.cluster_kl is losses.cluster_kl
+    assert gp.count_nll is losses.count_nll and gp.cluster_kl is losses.cluster_kl
     assert gp.student_t_q is losses.student_t_q and gp.target_distribution is losses.target_distribution
     assert gp.granularity_levels(8) == [8, 12, 16]
     assert gp.granularity_levels(9) == [9, 13, 18]
@@ -227,13 +216,11 @@ def test_config_presets_and_validation():
         gp.ScGPCLConfig(n_clusters=3, num_samples=[])
 
 
-# --------------------------------------------------------------------------------------------- contract
+# --------------------------------------------------------------------------------------------- fit
 def _tiny_config(**kw):
-    base = dict(n_clusters=3, seed=0, pretrain_epochs=4, warmup_epochs=2, finetune_epochs=3, batch_size=64,
-                num_samples=[96, 48], proto_kmeans_n_init=1, check_kmeans_n_init=2, init_kmeans_n_init=2,
-                snapshot_every=2, pretrain_stop_ari=1.0, tol=0.0, hidden_dim=32, latent_dim=8)
+    base = dict(n_clusters=3, seed=0, finetune_epochs=3, snapshot_every=2, tol=0.0, torch_threads=1)
     base.update(kw)
-    return gp.ScGPCLConfig(**base)
+    return gp.ScGPCLConfig.from_preset("tiny", **base)
 
 
 @pytest.fixture(scope="module")
@@ -258,14 +245,12 @@ class _Recorder(Callback):
 
 
 @pytest.mark.slow
-def test_fit_shapes_callbacks_and_snapshots(tiny_data):
+def test_phases_losses_and_snapshot_schedule(tiny_data):
+    """scGPCL-specific layout (the generic contract is in test_methods_contract.py)."""
     cb = _Recorder()
     res = get_method("scgpcl").fit(tiny_data, _tiny_config(), callback=cb, label_key="cell_type")
-    assert res.status == "completed"
-    assert res.embedding.shape == (150, 8) and res.embedding.dtype == np.float32
-    assert res.labels.shape == (150,) and res.labels.dtype == np.int64 and res.n_clusters <= 3
+    assert res.embedding.shape == (150, 8) and res.n_clusters <= 3
     assert len(cb.logs) == len(res.history) == 7
-    assert [h.epoch for h in res.history] == list(range(1, 8))
     assert [h.phase for h in res.history] == ["pretrain"] * 4 + ["finetune"] * 3
     assert set(res.history[0].losses) == {"zinb", "instance", "proto", "total"}
     assert res.history[0].losses["proto"] == 0.0 and res.history[2].losses["proto"] > 0
@@ -276,26 +261,11 @@ def test_fit_shapes_callbacks_and_snapshots(tiny_data):
     assert res.extras["finetune_epochs_run"] == 3 and res.extras["pretrain_epochs_run"] == 4
 
 
-def test_cancel_after_two_epochs(tiny_data):
-    cb = _Recorder(stop_after=2)
-    res = get_method("scgpcl").fit(tiny_data, _tiny_config(), callback=cb)
-    assert res.status == "cancelled" and len(res.history) == 2
-    assert res.labels.shape == (150,)
-
-
 @pytest.mark.slow
 def test_cancel_during_finetuning(tiny_data):
     cb = _Recorder(stop_after=5)
     res = get_method("scgpcl").fit(tiny_data, _tiny_config(), callback=cb)
     assert res.status == "cancelled" and len(res.history) == 5 and res.history[-1].phase == "finetune"
-
-
-@pytest.mark.slow
-def test_same_seed_same_labels(tiny_data):
-    m = get_method("scgpcl")
-    cfg = _tiny_config(pretrain_epochs=3, finetune_epochs=1)
-    a, b = m.fit(tiny_data, cfg), m.fit(tiny_data, cfg)
-    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.embedding, b.embedding)
 
 
 def test_needs_integer_counts(tiny_data):
@@ -305,9 +275,3 @@ def test_needs_integer_counts(tiny_data):
         get_method("scgpcl").fit(bad, _tiny_config())
 
 
-@pytest.mark.slow
-def test_quality_on_easy_synthetic():
-    ad = synthetic(600, 200, 4, seed=3)
-    cfg = gp.ScGPCLConfig.from_preset("cpu", n_clusters=4, seed=0, batch_size=256, num_samples=[512, 256])
-    res = get_method("scgpcl").fit(ad, cfg, label_key="cell_type")
-    assert res.metrics["ari"] >= 0.85, res.metrics

@@ -26,10 +26,9 @@ def small():
 
 
 def tiny_config(**kw) -> ScSAMACConfig:
-    base = dict(n_clusters=3, pretrain_epochs=3, cluster_epochs=3, batch_size=64, snapshot_every=2, tol=0.0,
-                encoder_layers=[32, 16], decoder_layers=[16, 32], z_dim=8, n_heads=4, lr=1e-3)
+    base = dict(n_clusters=3, snapshot_every=2, torch_threads=1)
     base.update(kw)
-    return ScSAMACConfig.from_preset("cpu", **base)
+    return ScSAMACConfig.from_preset("tiny", **base)
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -112,14 +111,12 @@ def test_chunked_attention_equals_unchunked():
     assert not torch.allclose(mha(x[:10])[0], mha(x)[0])
 
 
-# ------------------------------------------------------------------------------------------------ fit contract
-def test_fit_shapes_callbacks_snapshots(small):
+# ------------------------------------------------------------------------------------------------ fit
+def test_phases_losses_and_snapshot_schedule(small):
+    """scSAMAC-specific layout (the generic contract is in test_methods_contract.py)."""
     rec = Recorder()
     res = get_method("scsamac").fit(small, tiny_config(), callback=rec, label_key="cell_type")
-    assert res.status == "completed"
-    assert res.embedding.shape == (small.n_obs, 8) and res.embedding.dtype == np.float32
-    assert res.labels.shape == (small.n_obs,) and res.labels.dtype == np.int64
-    assert len(rec.logs) == len(res.history) == 6
+    assert res.embedding.shape == (small.n_obs, 8)
     assert [h.phase for h in res.history] == ["pretrain"] * 3 + ["cluster"] * 3
     assert set(res.history[0].losses) == {"nb", "contrastive", "total"}
     assert set(res.history[-1].losses) == {"nb", "softkmeans", "total"}
@@ -135,25 +132,6 @@ def test_zinb_paper_intent_and_dead_losses_run(small):
     assert set(res.history[-1].losses) == {"zinb", "softkmeans", "wasserstein", "cluster_level", "total"}
     res2 = get_method("scsamac").fit(small, tiny_config(log_dead_losses=True, pretrain_epochs=1, cluster_epochs=1))
     assert "cluster_level" in res2.history[-1].losses and np.isfinite(res2.history[-1].losses["cluster_level"])
-
-
-def test_cancel_after_two_epochs(small):
-    rec = Recorder(stop_after=2)
-    res = get_method("scsamac").fit(small, tiny_config(), callback=rec)
-    assert res.status == "cancelled"
-    assert len(res.history) == 2
-    assert res.labels.shape == (small.n_obs,) and len(np.unique(res.labels)) >= 1
-
-
-def test_same_seed_same_result(small):
-    m = get_method("scsamac")
-    a = m.fit(small, tiny_config(seed=3))
-    b = m.fit(small, tiny_config(seed=3))
-    assert np.array_equal(a.labels, b.labels)
-    assert np.allclose(a.embedding, b.embedding)
-    # snapshots are display-only: a different snapshot schedule gives the same result
-    c = m.fit(small, tiny_config(seed=3, snapshot_every=0))
-    assert np.array_equal(a.labels, c.labels)
 
 
 @pytest.mark.slow  # scanpy neighbours JIT-compiles on first use
@@ -176,15 +154,6 @@ def test_presets():
     assert paper.select_genes is None and ScSAMACConfig.from_preset("cpu").select_genes == 2000
     with pytest.raises(ValueError):
         ScSAMACConfig.from_preset("cpu", z_dim=30)  # not divisible by 8 heads
-
-
-@pytest.mark.slow
-def test_quality_easy_synthetic():
-    ad = synthetic_counts(n_cells=240, n_genes=120, k=3, seed=5, strength=5.0)
-    cfg = ScSAMACConfig.from_preset("cpu", n_clusters=3, pretrain_epochs=15, cluster_epochs=15, batch_size=128,
-                                    lr=1e-3, snapshot_every=0)
-    res = get_method("scsamac").fit(ad, cfg, label_key="cell_type")
-    assert res.metrics["ari"] >= 0.85, res.metrics
 
 
 def test_select_genes_limits_the_model_input():

@@ -60,8 +60,8 @@ class CountHead(nn.Module):
         self.pi = nn.Linear(hidden, n_genes) if zinb else None
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        pi = torch.sigmoid(self.pi(h)) if self.pi is not None else None
-        return mean_activation(self.mean(h)), disp_activation(self.disp(h)), pi
+        mean, disp = mean_activation(self.mean(h)), disp_activation(self.disp(h))
+        return mean, disp, (torch.sigmoid(self.pi(h)) if self.pi is not None else None)
 
 
 def kmeans(z: np.ndarray, k: int, *, n_init: int, seed: int, init: str = "k-means++") -> tuple[np.ndarray, np.ndarray]:

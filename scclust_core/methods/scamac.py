@@ -110,10 +110,13 @@ class ScAMACConfig(MethodConfig):
     PRESETS = {
         "paper": {"epochs": 50, "de_epochs": 3, "fkm_epochs": 2},
         "cpu": {"epochs": 7, "de_epochs": 3, "fkm_epochs": 2},
+        "tiny": {"epochs": 2, "de_epochs": 2, "fkm_epochs": 1, "hidden1": 48, "hidden2": 30, "batch_size": 64,
+                 "snapshot_every": 1},
     }
     PRESET_NOTES = {
         "paper": "Official run.py settings [C]: 50 outer epochs × (3 DE + 2 FKM epochs), widths 1500/500, 3,000 HVGs.",
         "cpu": "Adaptation [A], not the published setting: 7 outer epochs (≈ 2 min at 3,000 cells on 2 cores).",
+        "tiny": "Smoke test only (seconds on ~150 cells): narrow networks, 2 outer epochs; not for real data.",
     }
 
     def validate(self) -> None:

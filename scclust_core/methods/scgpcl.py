@@ -13,7 +13,7 @@ What runs, by default the official code's behaviour [C]:
 - Views (§4.3): HGT subgraphs around 1,024 seed cells (``num_samples`` [2048, 1024] per hop and node type,
   50-neighbour caps in the budgets and the edges), both views sharing the seed cells of a step, each with its
   own feature-column masks (p = 0.2 for cells and gene embeddings, no rescaling). Plain numpy/torch
-  re-implementation in :mod:`._bipartite` (no torch-geometric).
+  re-implementation below (no torch-geometric; see "The graph machinery").
 - Encoder (§4.4): 2-layer heterogeneous GraphSAGE-mean, BatchNorm after each layer, **no activation**;
   decoder ``Linear(64,256) → BN → ReLU`` over all subgraph cells (BN statistics over ≈ 2k cells), ZINB heads.
   The heads are applied to the seed rows only, which is exact (they act row-wise) and saves half their cost.
@@ -52,6 +52,29 @@ Choices where the spec is silent (written down here):
   an epoch; its labels are the result. The reported epochs are 1-based and global across both phases.
 - ``eval_passes`` > 1 averages several sampled full-data passes (§8's suggestion; off by default).
 - The MSE variant of the repository (``--recon mse``) is not implemented.
+- The display-only full passes of the warm-up epochs (snapshots) sample from their own generator, so the
+  snapshot schedule never changes the result.
+
+The graph machinery (cell–gene bipartite graph, HGT sampler, heterogeneous GraphSAGE encoder) in plain
+numpy/torch. METHODS.md §4.2–§4.4, §4.9:
+
+- :class:`BipartiteGraph`: one unweighted edge per non-zero raw count, stored as two CSR neighbour lists
+  (genes of each cell = in-neighbours of a cell for ``gene→cell``; cells of each gene for ``cell→gene``).
+- :func:`hgt_sample`: a vectorised re-implementation of ``torch_sparse.hgt_sample`` (torch-sparse
+  0.6.12–0.6.18, ``MAX_NEIGHBORS = 50``) as PyG's ``HGTLoader`` calls it for scGPCL: seeds = cells, budgets
+  filled from at most 50 uniformly chosen neighbours per new node (weight ``1/min(deg, 50)``), nodes drawn
+  without replacement with probability ∝ budget², one hop per entry of ``num_samples`` for each node type,
+  then edges rebuilt per relation with a fresh "at most 50 in-neighbours" cap per destination node.
+  Sampling without replacement ∝ w is done with exponential keys (Efraimidis–Spirakis), which gives the same
+  distribution of ordered draws as ``torch.multinomial(w, n, replacement=False)``. All randomness comes from
+  the ``numpy.random.Generator`` passed in, so a seed fixes the subgraph.
+- :class:`BipartiteSAGEEncoder`: two ``SAGEConv``-mean layers per relation (aggregated path with bias,
+  root path without), ``BatchNorm1d`` per node type, **no nonlinearity**; the second gene update is skipped
+  (its output is never used by scGPCL, and its parameters never receive a gradient).
+
+Mean aggregation uses a sparse ``(n_dst × n_src)`` operator with ``1/in-degree`` values (rows without
+edges are zero, like PyG's mean aggregation); when the output is narrower than the input the source
+features are projected first (``M @ (x Wᵀ) + b`` = ``W (M x) + b``, exact).
 """
 from __future__ import annotations
 
@@ -64,22 +87,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
-from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from ..config import MethodConfig, param
-from ..losses import (cluster_kl, delta_label, disp_activation, mean_activation, prototype_loss,
-                      scgpcl_instance_loss, student_t_q, target_distribution, zinb_nll)
+from ..losses import (cluster_kl, count_nll, delta_label, prototype_loss, scgpcl_instance_loss, student_t_q,
+                      target_distribution)
 from ..preprocess import recipe_r3
 from ._base import ClusteringMethod, FitContext, Prepared
-from ._bipartite import MAX_NEIGHBORS, BipartiteGraph, BipartiteSAGEEncoder, Subgraph, hgt_sample, mean_operator
+from ._blocks import CountHead, kmeans
+from ._loop import EpochMeter, check_finite, gather, minibatches, to_device
 from ._registry import register_method
 
-__all__ = ["ScGPCLConfig", "ScGPCL", "ScGPCLNet", "scgpcl_instance_loss", "prototype_loss", "granularity_levels",
+__all__ = ["ScGPCLConfig", "ScGPCL", "ScGPCLNet", "granularity_levels", "BipartiteGraph", "Subgraph", "hgt_sample",
+           "sample_without_replacement", "cap_rows", "capped_neighbours", "mean_operator", "BipartiteSAGEEncoder",
+           "MAX_NEIGHBORS",
            "resolve_hvg_frac"]
 
 #: inputs with at most this many genes are taken as already reduced: hvg_frac auto → 1.0 (§8)
 AUTO_HVG_MAX_GENES = 3000
+#: torch_sparse's ``MAX_NEIGHBORS`` (budget updates and edge reconstruction)
+MAX_NEIGHBORS = 50
 
 
 @dataclass
@@ -144,12 +171,16 @@ class ScGPCLConfig(MethodConfig):
         "paper": {},
         "cpu": {"pretrain_epochs": 14, "warmup_epochs": 7, "finetune_epochs": 10, "proto_kmeans_n_init": 3,
                 "check_kmeans_n_init": 5},
+        "tiny": {"pretrain_epochs": 4, "warmup_epochs": 2, "finetune_epochs": 2, "batch_size": 64,
+                 "num_samples": [96, 48], "proto_kmeans_n_init": 1, "check_kmeans_n_init": 2, "init_kmeans_n_init": 2,
+                 "hidden_dim": 32, "latent_dim": 8, "pretrain_stop_ari": 1.0, "snapshot_every": 1},
     }
     PRESET_NOTES = {
         "paper": "Official code defaults: ≤ 200 pretraining epochs (warm-up 100), ≤ 200 fine-tuning epochs, "
                  "K-means n_init 20, lr 1e-4. 30–40 min on 2 CPU cores at 3,000 cells.",
         "cpu": "adaptation [A], not the published setting: 14 pretraining epochs (warm-up 7), prototype K-means "
                "n_init 3, check K-means n_init 5, ≤ 10 fine-tuning epochs; ≈ 2 min at 3,000 cells on 2 cores.",
+        "tiny": "Smoke test only (seconds on ~150 cells): narrow networks, small subgraphs, 4 + 2 epochs; not for real data.",
     }
 
     def validate(self) -> None:
@@ -191,11 +222,254 @@ def resolve_hvg_frac(hvg_frac: float | None, n_genes: int) -> float:
     return 1.0 if n_genes <= AUTO_HVG_MAX_GENES else 0.2
 
 
-# ------------------------------------------------------------------------------------------------- losses
+# ------------------------------------------------------------------------------------------------- graph
+class BipartiteGraph:
+    """Cells × genes graph with one edge per non-zero count (same edge set in both directions)."""
+
+    def __init__(self, counts):
+        a = sp.csr_matrix(counts)
+        a.eliminate_zeros()
+        a = sp.csr_matrix((np.ones_like(a.indices, dtype=np.int8), a.indices, a.indptr), shape=a.shape)
+        a.sort_indices()
+        at = a.T.tocsr()
+        at.sort_indices()
+        self.n_cells, self.n_genes = a.shape
+        #: genes of each cell (in-neighbours of a cell for the relation gene→cell)
+        self.cell_ptr = a.indptr.astype(np.int64)
+        self.cell_nbr = a.indices.astype(np.int64)
+        #: cells of each gene (in-neighbours of a gene for the relation cell→gene)
+        self.gene_ptr = at.indptr.astype(np.int64)
+        self.gene_nbr = at.indices.astype(np.int64)
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.cell_nbr.size)
+
+    def genes_of(self, cell: int) -> np.ndarray:
+        return self.cell_nbr[self.cell_ptr[cell]:self.cell_ptr[cell + 1]]
+
+    def cells_of(self, gene: int) -> np.ndarray:
+        return self.gene_nbr[self.gene_ptr[gene]:self.gene_ptr[gene + 1]]
+
+
+@dataclass
+class Subgraph:
+    """A sampled subgraph: global ids (seeds first) and local edge lists ``(src, dst)`` per relation."""
+
+    cells: np.ndarray  # int64 [n_c]; the first n_seeds are the seed cells, in order
+    genes: np.ndarray  # int64 [n_g]
+    n_seeds: int
+    gc_src: np.ndarray  # gene→cell edges: local gene index
+    gc_dst: np.ndarray  # local cell index
+    cg_src: np.ndarray  # cell→gene edges: local cell index
+    cg_dst: np.ndarray  # local gene index
+
+
+def _gather(ptr: np.ndarray, nbr: np.ndarray, rows: np.ndarray):
+    """Concatenated neighbour lists of ``rows``: (position of the row in ``rows``, neighbour, degree per row)."""
+    starts = ptr[rows]
+    deg = ptr[rows + 1] - starts
+    total = int(deg.sum())
+    row_pos = np.repeat(np.arange(len(rows), dtype=np.int64), deg)
+    first = np.cumsum(deg) - deg
+    offs = np.arange(total, dtype=np.int64) - np.repeat(first, deg)
+    return row_pos, nbr[np.repeat(starts, deg) + offs], deg
+
+
+def cap_rows(row_pos: np.ndarray, deg: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Keep-mask choosing, for every row longer than ``cap``, ``cap`` entries uniformly without replacement.
+
+    ``row_pos`` must be sorted (entries grouped by row, as :func:`_gather` returns them). Each entry of a long
+    row gets a U(0, 1) key and the ``cap`` smallest keys of the row are kept (a uniform random subset). Only
+    entries with a key below ``min(1, 2·cap/deg)`` are sorted; a row with fewer than ``cap`` such entries (rare)
+    sorts all of its entries, so the result is exact.
+    """
+    keep = np.ones(row_pos.size, dtype=bool)
+    big = deg > cap
+    if not big.any():
+        return keep
+    idx = np.flatnonzero(big[row_pos])
+    rp = row_pos[idx]
+    u = rng.random(idx.size)
+    surv = u < np.minimum(1.0, 2.0 * cap / deg)[rp]
+    short = np.bincount(rp[surv], minlength=deg.size) < cap
+    surv |= short[rp]
+    idx, rp, u = idx[surv], rp[surv], u[surv]
+    order = np.argsort(rp + 0.5 * u)  # rows stay grouped, in the same places; sorted by key inside each row
+    row_start = np.r_[0, np.flatnonzero(np.diff(rp)) + 1]
+    start_of = np.repeat(row_start, np.diff(np.r_[row_start, rp.size]))
+    rank = np.arange(rp.size) - start_of  # rank of each sorted entry within its row
+    sub_keep = np.zeros(rp.size, dtype=bool)
+    sub_keep[order] = rank < cap
+    keep[np.flatnonzero(big[row_pos])] = False
+    keep[idx] = sub_keep
+    return keep
+
+
+def capped_neighbours(ptr: np.ndarray, nbr: np.ndarray, rows: np.ndarray, cap: int, rng: np.random.Generator):
+    """Neighbour lists of ``rows``, each reduced to a uniform random subset of ``cap`` entries when longer.
+
+    Returns (position of the row in ``rows``, neighbour, full degree per row). Rows with ≤ 4·cap neighbours
+    use :func:`cap_rows`; longer rows draw 2·cap positions with replacement and keep the first ``cap``
+    distinct ones in draw order (sequential sampling without replacement = a uniform subset) without touching
+    the rest of the row; a long row with fewer than ``cap`` distinct draws (practically never) falls back to
+    :func:`cap_rows`. Exact in distribution either way.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = ptr[rows]
+    deg = ptr[rows + 1] - starts
+    heavy = deg > 4 * cap
+    h = np.flatnonzero(heavy)
+    parts_rp, parts_nb = [], []
+    if h.size:
+        m = 2 * cap
+        pos = (rng.random((h.size, m)) * deg[h][:, None]).astype(np.int64)
+        order = np.argsort(pos, axis=1, kind="stable")
+        spos = np.take_along_axis(pos, order, axis=1)
+        first_sorted = np.ones_like(spos, dtype=bool)
+        first_sorted[:, 1:] = spos[:, 1:] != spos[:, :-1]
+        first = np.zeros_like(first_sorted)
+        np.put_along_axis(first, order, first_sorted, axis=1)
+        sel = first & (np.cumsum(first, axis=1) <= cap)
+        ok = sel.sum(axis=1) == cap
+        sel &= ok[:, None]
+        r_i, c_i = np.nonzero(sel)
+        parts_rp.append(h[r_i])
+        parts_nb.append(nbr[starts[h][r_i] + pos[r_i, c_i]])
+        heavy[h[~ok]] = False  # fall back to the exact sort path for those rows
+    light = np.flatnonzero(~heavy)
+    if light.size:
+        rp, nb, dl = _gather(ptr, nbr, rows[light])
+        keep = cap_rows(rp, dl, cap, rng)
+        parts_rp.append(light[rp[keep]])
+        parts_nb.append(nb[keep])
+    if not parts_rp:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), deg
+    return np.concatenate(parts_rp), np.concatenate(parts_nb), deg
+
+
+def sample_without_replacement(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices drawn without replacement with probability ∝ ``weights`` (> 0), in draw order."""
+    m = weights.size
+    if m == 0 or n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    keys = rng.exponential(size=m) / weights
+    if n >= m:
+        return np.argsort(keys, kind="stable").astype(np.int64)
+    part = np.argpartition(keys, n - 1)[:n]
+    return part[np.argsort(keys[part], kind="stable")].astype(np.int64)
+
+
+def _update_budget(budget: np.ndarray, new_nodes: np.ndarray, ptr: np.ndarray, nbr: np.ndarray,
+                   src_sampled: np.ndarray, cap: int, rng: np.random.Generator) -> None:
+    """Add 1/min(deg, cap) to the budget of ≤ cap random not-yet-sampled in-neighbours of each new node."""
+    if new_nodes.size == 0:
+        return
+    row_pos, nb, deg = capped_neighbours(ptr, nbr, new_nodes, cap, rng)
+    if nb.size == 0:
+        return
+    w = 1.0 / np.maximum(np.minimum(deg, cap), 1).astype(np.float64)
+    sel = ~src_sampled[nb]
+    budget += np.bincount(nb[sel], weights=w[row_pos[sel]], minlength=budget.size)
+
+
+def _draw(budget: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    cand = np.flatnonzero(budget > 0)
+    if cand.size == 0 or n <= 0:
+        return np.zeros(0, dtype=np.int64)
+    pick = cand[sample_without_replacement(budget[cand] ** 2, n, rng)]
+    budget[pick] = 0.0
+    return pick
+
+
+def _edges(dst_nodes: np.ndarray, ptr: np.ndarray, nbr: np.ndarray, src_local: np.ndarray, cap: int,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Local (src, dst) edges: ≤ cap random in-neighbours per destination, kept if the source was sampled."""
+    row_pos, nb, _ = capped_neighbours(ptr, nbr, dst_nodes, cap, rng)
+    src = src_local[nb]
+    keep = src >= 0
+    return src[keep].astype(np.int64), row_pos[keep].astype(np.int64)
+
+
+def hgt_sample(graph: BipartiteGraph, seeds: np.ndarray, rng: np.random.Generator,
+               num_samples: tuple[int, ...] = (2048, 1024), cap: int = MAX_NEIGHBORS) -> Subgraph:
+    """HGT subgraph around the seed cells (see the module docstring; METHODS.md §4.3 steps 1–7)."""
+    seeds = np.asarray(seeds, dtype=np.int64)
+    n_c, n_g = graph.n_cells, graph.n_genes
+    cell_sampled = np.zeros(n_c, dtype=bool)
+    gene_sampled = np.zeros(n_g, dtype=bool)
+    cell_sampled[seeds] = True
+    budget_c = np.zeros(n_c, dtype=np.float64)
+    budget_g = np.zeros(n_g, dtype=np.float64)
+    cells = [seeds]
+    genes: list[np.ndarray] = []
+    # budget from the seeds: relation gene→cell has destination cell, sources = genes of each seed
+    _update_budget(budget_g, seeds, graph.cell_ptr, graph.cell_nbr, gene_sampled, cap, rng)
+    for hop, n in enumerate(num_samples):
+        new_c = _draw(budget_c, int(n), rng)
+        new_g = _draw(budget_g, int(n), rng)
+        cell_sampled[new_c] = True
+        gene_sampled[new_g] = True
+        cells.append(new_c)
+        genes.append(new_g)
+        if hop < len(num_samples) - 1:
+            _update_budget(budget_g, new_c, graph.cell_ptr, graph.cell_nbr, gene_sampled, cap, rng)
+            _update_budget(budget_c, new_g, graph.gene_ptr, graph.gene_nbr, cell_sampled, cap, rng)
+    cells_a = np.concatenate(cells)
+    genes_a = np.concatenate(genes) if genes else np.zeros(0, dtype=np.int64)
+    cell_local = np.full(n_c, -1, dtype=np.int64)
+    cell_local[cells_a] = np.arange(cells_a.size)
+    gene_local = np.full(n_g, -1, dtype=np.int64)
+    gene_local[genes_a] = np.arange(genes_a.size)
+    gc_src, gc_dst = _edges(cells_a, graph.cell_ptr, graph.cell_nbr, gene_local, cap, rng)
+    cg_src, cg_dst = _edges(genes_a, graph.gene_ptr, graph.gene_nbr, cell_local, cap, rng)
+    return Subgraph(cells_a, genes_a, int(seeds.size), gc_src, gc_dst, cg_src, cg_dst)
+
+
+def mean_operator(src: np.ndarray, dst: np.ndarray, n_dst: int, n_src: int, device) -> torch.Tensor:
+    """Sparse (n_dst × n_src) mean-aggregation operator: value 1/in-degree(dst) per edge."""
+    indeg = np.bincount(dst, minlength=n_dst).astype(np.float32)
+    val = 1.0 / indeg[dst] if dst.size else np.zeros(0, np.float32)
+    idx = torch.from_numpy(np.vstack([dst, src]).astype(np.int64))
+    m = torch.sparse_coo_tensor(idx, torch.from_numpy(val.astype(np.float32)), (n_dst, n_src), check_invariants=False)
+    return m.coalesce().to(device)
+
+
+def _agg(m: torch.Tensor, x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+    """``lin(mean_agg(x))`` computed in the cheaper order (exact: the mean is linear)."""
+    if lin.out_features < lin.in_features:
+        return torch.sparse.mm(m, x @ lin.weight.T) + lin.bias
+    return lin(torch.sparse.mm(m, x))
+
+
+class BipartiteSAGEEncoder(nn.Module):
+    """Two-layer heterogeneous GraphSAGE (mean) encoder with BatchNorm and no activation (scGPCL §4.4)."""
+
+    def __init__(self, n_genes: int, gene_dim: int = 64, hidden: int = 256, out: int = 64):
+        super().__init__()
+        # layer 1: cell ← genes (W1, bias) + root (U1, no bias); gene ← cells (V1, bias) + root (R1, no bias)
+        self.c1_nbr = nn.Linear(gene_dim, hidden)
+        self.c1_root = nn.Linear(n_genes, hidden, bias=False)
+        self.g1_nbr = nn.Linear(n_genes, hidden)
+        self.g1_root = nn.Linear(gene_dim, hidden, bias=False)
+        self.bn_c1 = nn.BatchNorm1d(hidden)
+        self.bn_g1 = nn.BatchNorm1d(hidden)
+        # layer 2 (cells only; the gene update of layer 2 is never used)
+        self.c2_nbr = nn.Linear(hidden, out)
+        self.c2_root = nn.Linear(hidden, out, bias=False)
+        self.bn_c2 = nn.BatchNorm1d(out)
+
+    def forward(self, x_c: torch.Tensor, x_g: torch.Tensor, m_gc: torch.Tensor, m_cg: torch.Tensor) -> torch.Tensor:
+        """``x_c`` [n_c, G], ``x_g`` [n_g, gene_dim], ``m_gc`` (n_c × n_g), ``m_cg`` (n_g × n_c) → [n_c, out]."""
+        h_c = self.bn_c1(_agg(m_gc, x_g, self.c1_nbr) + self.c1_root(x_c))
+        h_g = self.bn_g1(_agg(m_cg, x_c, self.g1_nbr) + self.g1_root(x_g))
+        return self.bn_c2(_agg(m_gc, h_g, self.c2_nbr) + self.c2_root(h_c))
+
+
+# ------------------------------------------------------------------------------------------------- model
 def _prototypes(rep2: np.ndarray, k: int, n_init: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """K-means on the detached view-2 seed reps: (assignments 0..K'−1, un-normalised means [K', D])."""
-    k = int(min(k, rep2.shape[0]))
-    labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(rep2)
+    labels, _ = kmeans(rep2, int(min(k, rep2.shape[0])), n_init=n_init, seed=seed)
     uniq, inv = np.unique(labels, return_inverse=True)
     sums = np.zeros((uniq.size, rep2.shape[1]), dtype=np.float64)
     np.add.at(sums, inv, rep2)
@@ -203,7 +477,6 @@ def _prototypes(rep2: np.ndarray, k: int, n_init: int, seed: int) -> tuple[np.nd
     return inv.astype(np.int64), cent.astype(np.float32)
 
 
-# ------------------------------------------------------------------------------------------------- model
 class ScGPCLNet(nn.Module):
     """Gene embedding + bipartite GraphSAGE encoder + ZINB decoder + DEC centres μ."""
 
@@ -212,9 +485,7 @@ class ScGPCLNet(nn.Module):
         self.gene_embedding = nn.Embedding(n_genes, latent)
         self.encoder = BipartiteSAGEEncoder(n_genes, gene_dim=latent, hidden=hidden, out=latent)
         self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
-        self.mean_head = nn.Linear(hidden, n_genes)
-        self.disp_head = nn.Linear(hidden, n_genes)
-        self.pi_head = nn.Linear(hidden, n_genes)
+        self.head = CountHead(hidden, n_genes, zinb=True)
         # official: allocated uninitialised, set by K-means before fine-tuning (never used before)
         self.mu = nn.Parameter(torch.zeros(n_clusters, latent))
 
@@ -227,12 +498,12 @@ class ScGPCLNet(nn.Module):
 
     def decode(self, rep: torch.Tensor, n_seeds: int):
         """Decoder over all subgraph cells (BN statistics over all of them), heads on the seed rows only."""
-        h = self.decoder(rep)[:n_seeds]
-        return mean_activation(self.mean_head(h)), disp_activation(self.disp_head(h)), torch.sigmoid(self.pi_head(h))
+        return self.head(self.decoder(rep)[:n_seeds])
 
 
 class _Trainer:
-    """Holds the data, graph, model and RNG of one fit; every random draw comes from ``self.rng``."""
+    """Holds the data, graph, model and random streams of one fit: every training draw comes from ``self.rng``;
+    display-only passes (warm-up snapshots) from ``self.view_rng``, so they never change the result."""
 
     def __init__(self, data: Prepared, config: ScGPCLConfig, ctx: FitContext):
         ad = data.adata
@@ -240,27 +511,30 @@ class _Trainer:
         self.ctx = ctx
         self.dev = torch.device(ctx.device)
         self.rng = np.random.default_rng(config.seed)
+        self.view_rng = np.random.default_rng([config.seed, 1])
         self.n, self.g = ad.n_obs, ad.n_vars
+        self.hvg_frac = float(ad.uns.get("hvg_frac", float("nan")))
         self.k = int(config.n_clusters)
-        self.X = torch.from_numpy(np.ascontiguousarray(ad.X, dtype=np.float32)).to(self.dev)
+        self.X = to_device(np.asarray(ad.X), self.dev, torch.float32)
         self.counts = sp.csr_matrix(ad.layers["counts"], dtype=np.float32)
-        self.sf = torch.from_numpy(ad.obs["size_factors"].to_numpy(np.float32)).to(self.dev)
+        self.sf = to_device(ad.obs["size_factors"].to_numpy(np.float32), self.dev, torch.float32)
         self.graph = BipartiteGraph(self.counts)
         self.ns = tuple(int(v) for v in config.num_samples)
         self.bs = int(min(config.batch_size, self.n))
         self.model = ScGPCLNet(self.g, self.k, config.hidden_dim, config.latent_dim).to(self.dev)
+        self.opt: torch.optim.Optimizer | None = None
 
     # ----------------------------------------------------------------- helpers
-    def seed_int(self) -> int:
-        return int(self.rng.integers(0, 2**31 - 1))
+    def seed_int(self, rng: np.random.Generator | None = None) -> int:
+        return int((rng or self.rng).integers(0, 2**31 - 1))
 
-    def sample(self, seeds: np.ndarray) -> Subgraph:
-        return hgt_sample(self.graph, seeds, self.rng, self.ns, self.cfg.neighbor_cap)
+    def sample(self, seeds: np.ndarray, rng: np.random.Generator | None = None) -> Subgraph:
+        return hgt_sample(self.graph, seeds, rng or self.rng, self.ns, self.cfg.neighbor_cap)
 
     def _mask(self, size: int, p: float) -> torch.Tensor | None:
         if p <= 0:
             return None
-        return torch.from_numpy((self.rng.random(size) >= p).astype(np.float32)).to(self.dev)
+        return to_device((self.rng.random(size) >= p).astype(np.float32), self.dev)
 
     def encode(self, sub: Subgraph, drop: float) -> torch.Tensor:
         """Representation [n_c, D] of every subgraph cell; feature-column masks with probability ``drop``."""
@@ -276,94 +550,28 @@ class _Trainer:
         return self.model.encode(x_c, genes, m_gc, m_cg, gmask)
 
     def batch_counts(self, seeds: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(self.counts[seeds].toarray()).to(self.dev)
-        return x, self.sf[torch.from_numpy(seeds).to(self.dev)]
+        """Raw counts and size factors of the seed cells (the ZINB targets)."""
+        return gather(self.counts, seeds, self.dev), self.sf[torch.from_numpy(seeds).to(self.dev)]
 
     @torch.no_grad()
-    def full_pass(self) -> np.ndarray:
+    def full_pass(self, rng: np.random.Generator | None = None) -> np.ndarray:
         """Full-data representations with the eval loader: consecutive seed chunks, sampled, no masks."""
         self.model.eval()
         out = np.zeros((self.n, self.cfg.latent_dim), dtype=np.float64)
         for _ in range(self.cfg.eval_passes):
-            for start in range(0, self.n, self.bs):
-                seeds = np.arange(start, min(start + self.bs, self.n), dtype=np.int64)
-                rep = self.encode(self.sample(seeds), 0.0)[: seeds.size]
+            for seeds in minibatches(self.n, self.bs, rng=None, shuffle=False):
+                rep = self.encode(self.sample(seeds, rng), 0.0)[: seeds.size]
                 out[seeds] += rep.double().cpu().numpy()
         return (out / self.cfg.eval_passes).astype(np.float32)
 
-    def kmeans(self, z: np.ndarray, n_init: int) -> KMeans:
-        return KMeans(n_clusters=self.k, n_init=n_init, random_state=self.seed_int()).fit(z)
+    def kmeans(self, z: np.ndarray, n_init: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        return kmeans(z, self.k, n_init=n_init, seed=self.seed_int(rng))[0]
 
-    # ----------------------------------------------------------------- phases
-    def pretrain_epoch(self, epoch: int, protos: list[int] | None) -> tuple[dict[str, float], bool]:
-        """One pass over the cells with two views; returns (mean losses, interrupted by a cancel)."""
-        cfg, model = self.cfg, self.model
-        perm = self.rng.permutation(self.n)  # the two official samplers share this order
-        sums = {"zinb": 0.0, "instance": 0.0, "proto": 0.0, "total": 0.0}
-        seen = 0
-        for start in range(0, self.n, self.bs):
-            if self.ctx.stop_requested:
-                return self._mean(sums, seen), True
-            seeds = perm[start:start + self.bs]
-            nb = seeds.size
-            sub1, sub2 = self.sample(seeds), self.sample(seeds)
-            model.train()
-            self.opt.zero_grad(set_to_none=True)
-            rep1_all = self.encode(sub1, cfg.drop_feat_1)
-            m1, d1, p1 = model.decode(rep1_all, nb)
-            rep2_all = self.encode(sub2, cfg.drop_feat_2)
-            m2, d2, p2 = model.decode(rep2_all, nb)
-            rep1, rep2 = rep1_all[:nb], rep2_all[:nb]
-            x, sf = self.batch_counts(seeds)
-            l_zinb = (zinb_nll(x, m1, d1, p1, sf) + zinb_nll(x, m2, d2, p2, sf)) / 2
-            l_ins = scgpcl_instance_loss(rep1, rep2, cfg.tau, cfg.ins_loss_mask_bug)
-            l_pro = torch.zeros((), device=self.dev)
-            if protos is not None and nb >= 2:
-                r2 = rep2.detach().cpu().numpy()
-                assigns, cents = [], []
-                for kt in protos:
-                    a, c = _prototypes(r2, kt, cfg.proto_kmeans_n_init, self.seed_int())
-                    assigns.append(torch.from_numpy(a).to(self.dev))
-                    cents.append(torch.from_numpy(c).to(self.dev))
-                l_pro = prototype_loss(rep1, assigns, cents, cfg.tau)
-            loss = l_zinb + cfg.lam_ins * l_ins + cfg.lam_proto * l_pro
-            loss.backward()
-            self.opt.step()
-            seen += nb
-            for key, val in (("zinb", l_zinb), ("instance", l_ins), ("proto", l_pro), ("total", loss)):
-                sums[key] += float(val.detach()) * nb
-        return self._mean(sums, seen), False
+    def display_pass(self) -> np.ndarray:
+        return self.full_pass(self.view_rng)
 
-    def finetune_epoch(self, p_full: torch.Tensor) -> tuple[dict[str, float], bool]:
-        cfg, model = self.cfg, self.model
-        perm = self.rng.permutation(self.n)
-        sums = {"zinb": 0.0, "kl": 0.0, "total": 0.0}
-        seen = 0
-        for start in range(0, self.n, self.bs):
-            if self.ctx.stop_requested:
-                return self._mean(sums, seen), True
-            seeds = perm[start:start + self.bs]
-            nb = seeds.size
-            sub = self.sample(seeds)
-            model.train()
-            rep_all = self.encode(sub, cfg.drop_feat_1)
-            m, d, p = model.decode(rep_all, nb)
-            q = student_t_q(rep_all[:nb], model.mu, cfg.alpha)
-            l_kl = cluster_kl(p_full[torch.from_numpy(seeds).to(self.dev)], q)
-            x, sf = self.batch_counts(seeds)
-            l_zinb = zinb_nll(x, m, d, p, sf)
-            loss = l_zinb + cfg.lam_kl * l_kl
-            loss.backward()
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
-            seen += nb
-            for key, val in (("zinb", l_zinb), ("kl", l_kl), ("total", loss)):
-                sums[key] += float(val.detach()) * nb
-        return self._mean(sums, seen), False
-
-    @staticmethod
-    def _mean(sums: dict[str, float], seen: int) -> dict[str, float]:
-        return {k: (v / seen if seen else float("nan")) for k, v in sums.items()}
+    def display_labels(self, z: np.ndarray) -> np.ndarray:
+        return self.kmeans(z, self.cfg.check_kmeans_n_init, self.view_rng)
 
     @torch.no_grad()
     def soft_assign(self, z: np.ndarray) -> torch.Tensor:
@@ -371,9 +579,70 @@ class _Trainer:
         chunks = [student_t_q(zt[i:i + 65536], self.model.mu, self.cfg.alpha) for i in range(0, self.n, 65536)]
         return torch.cat(chunks)
 
+    # ----------------------------------------------------------------- epochs
+    def pretrain_epoch(self, epoch: int, protos: list[int] | None) -> tuple[EpochMeter, bool]:
+        """One pass over the cells with two views: ZINB (both views) + λ1·instance NT-Xent (+ λ2·prototypical
+        loss after the warm-up); returns the meter and whether a cancel interrupted it."""
+        cfg, model, meter = self.cfg, self.model, EpochMeter()
+        for seeds in minibatches(self.n, self.bs, rng=self.rng):  # the two official samplers share this order
+            if self.ctx.stop_requested:
+                return meter, True
+            nb = seeds.size
+            sub1, sub2 = self.sample(seeds), self.sample(seeds)
+            model.train()
+            self.opt.zero_grad(set_to_none=True)
+            rep1_all = self.encode(sub1, cfg.drop_feat_1)
+            out1 = model.decode(rep1_all, nb)
+            rep2_all = self.encode(sub2, cfg.drop_feat_2)
+            out2 = model.decode(rep2_all, nb)
+            rep1, rep2 = rep1_all[:nb], rep2_all[:nb]
+            x, sf = self.batch_counts(seeds)
+            l_zinb = (count_nll(x, *out1, sf) + count_nll(x, *out2, sf)) / 2
+            l_ins = scgpcl_instance_loss(rep1, rep2, cfg.tau, cfg.ins_loss_mask_bug)
+            l_pro = torch.zeros((), device=self.dev)
+            if protos is not None and nb >= 2:
+                l_pro = self._proto_loss(rep1, rep2, protos, epoch)
+            loss = l_zinb + cfg.lam_ins * l_ins + cfg.lam_proto * l_pro
+            loss.backward()
+            self.opt.step()
+            meter.add(nb, zinb=l_zinb, instance=l_ins, proto=l_pro, total=loss)
+        return meter, False
+
+    def _proto_loss(self, rep1: torch.Tensor, rep2: torch.Tensor, protos: list[int], epoch: int) -> torch.Tensor:
+        """Prototypical loss against per-minibatch K-means prototypes of the detached view-2 representations."""
+        r2 = rep2.detach().cpu().numpy()  # K-means runs on the host anyway: the check below costs no extra sync
+        check_finite("scGPCL's view-2 representations", r2, epoch=epoch, phase="pretrain")
+        assigns, cents = [], []
+        for kt in protos:
+            a, c = _prototypes(r2, kt, self.cfg.proto_kmeans_n_init, self.seed_int())
+            assigns.append(torch.from_numpy(a).to(self.dev))
+            cents.append(torch.from_numpy(c).to(self.dev))
+        return prototype_loss(rep1, assigns, cents, self.cfg.tau)
+
+    def finetune_epoch(self, p_full: torch.Tensor) -> tuple[EpochMeter, bool]:
+        """One single-view pass with ``L_zinb + λ3·KL(p‖q)`` (p from the start-of-epoch full pass)."""
+        cfg, model, meter = self.cfg, self.model, EpochMeter()
+        for seeds in minibatches(self.n, self.bs, rng=self.rng):
+            if self.ctx.stop_requested:
+                return meter, True
+            sub = self.sample(seeds)
+            model.train()
+            rep_all = self.encode(sub, cfg.drop_feat_1)
+            out = model.decode(rep_all, seeds.size)
+            q = student_t_q(rep_all[:seeds.size], model.mu, cfg.alpha)
+            l_kl = cluster_kl(p_full[torch.from_numpy(seeds).to(self.dev)], q)
+            x, sf = self.batch_counts(seeds)
+            l_zinb = count_nll(x, *out, sf)
+            loss = l_zinb + cfg.lam_kl * l_kl
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            meter.add(seeds.size, zinb=l_zinb, kl=l_kl, total=loss)
+        return meter, False
+
 
 @register_method("scgpcl")
-class ScGPCL(ClusteringMethod):
+class ScGPCL(ClusteringMethod[ScGPCLConfig]):
     """scGPCL: graph prototypical contrastive learning on a cell–gene graph, then DEC fine-tuning (ZINB)."""
 
     Config = ScGPCLConfig
@@ -391,92 +660,47 @@ class ScGPCL(ClusteringMethod):
     #: that caveat.
     fidelity = "faithful to the code (worm ARI 0.52 vs 0.54 published); lower on inputs pre-cut to 2,000 genes"
 
-    def prepare(self, adata: AnnData, config: ScGPCLConfig) -> Prepared:  # type: ignore[override]
+    def prepare(self, adata: AnnData, config: ScGPCLConfig) -> Prepared:
         frac = resolve_hvg_frac(config.hvg_frac, adata.n_vars)
         ad = recipe_r3(adata, hvg_frac=frac)
         ad.uns["hvg_frac"] = frac
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
-    def train(self, data: Prepared, config: ScGPCLConfig, ctx: FitContext):  # type: ignore[override]
-        cfg = config
-        tr = _Trainer(data, cfg, ctx)
-        model = tr.model
-        ctx.begin(cfg.pretrain_epochs + cfg.finetune_epochs)
+    def planned_epochs(self, config: ScGPCLConfig) -> int:
+        return config.pretrain_epochs + config.finetune_epochs
 
+    def train(self, data: Prepared, config: ScGPCLConfig, ctx: FitContext):
+        cfg, tr = config, _Trainer(data, config, ctx)
         z = tr.full_pass()
-        labels = tr.kmeans(z, cfg.check_kmeans_n_init).labels_
-        ctx.initial(z, labels)
-
-        tr.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        protos = granularity_levels(tr.k, cfg.granularity)
-        epoch = 0
-        cancelled = False
-        pre_run, pre_early = 0, False
-        prev_labels = None
-        last_ari = float("nan")
-        for pe in range(1, cfg.pretrain_epochs + 1):
-            after_warmup = pe > cfg.warmup_epochs
-            losses, cancelled = tr.pretrain_epoch(pe, protos if after_warmup else None)
-            if cancelled:
-                break
-            epoch += 1
-            pre_run = pe
-            emb = lab = None
-            extra = {}
-            stop_now = False
-            if after_warmup:
-                emb = tr.full_pass()
-                lab = tr.kmeans(emb, cfg.check_kmeans_n_init).labels_
-                if prev_labels is not None:
-                    last_ari = float(adjusted_rand_score(prev_labels, lab))
-                    extra["ari_vs_previous_epoch"] = last_ari
-                    stop_now = last_ari > cfg.pretrain_stop_ari
-                prev_labels = lab
-            elif ctx.snapshot_due(epoch) or pe == cfg.pretrain_epochs:
-                emb = tr.full_pass()
-                lab = tr.kmeans(emb, cfg.check_kmeans_n_init).labels_
-            if ctx.emit(epoch, "pretrain", losses, embedding=emb, labels=lab, extra_metrics=extra):
-                cancelled = True
-                break
-            if stop_now:
-                pre_early = True
-                break
-
-        extras: dict = {"hvg_frac": float(data.adata.uns.get("hvg_frac", float("nan"))), "n_genes": int(tr.g),
-                        "pretrain_epochs_run": pre_run, "pretrain_stopped_early": pre_early,
-                        "prototype_counts": protos, "finetune_epochs_run": 0, "finetune_converged": False}
-        if cancelled:
+        ctx.initial(z, tr.kmeans(z, cfg.check_kmeans_n_init))
+        extras = self._pretrain(tr, ctx)
+        if ctx.stop_requested:
             z = tr.full_pass()
-            labels = tr.kmeans(z, cfg.check_kmeans_n_init).labels_
-            return z, labels, extras
+            return z, tr.kmeans(z, cfg.check_kmeans_n_init), extras
 
-        # ---------------------------------------------------------------- fine-tuning
+        # 2. fine-tuning: μ from K-means on a full pass, fresh Adadelta; every epoch starts with a full pass →
+        #    Student-t q, target p, labels; stop when fewer than `tol` labels changed; then one KL + ZINB pass
         z = tr.full_pass()
-        km = tr.kmeans(z, cfg.init_kmeans_n_init)
+        labels, centres = kmeans(z, tr.k, n_init=cfg.init_kmeans_n_init, seed=tr.seed_int())
         with torch.no_grad():
-            model.mu.copy_(torch.from_numpy(km.cluster_centers_.astype(np.float32)).to(tr.dev))
-        labels = km.labels_
-        last = labels
-        tr.opt = torch.optim.Adadelta(model.parameters(), lr=cfg.finetune_lr, rho=0.95, weight_decay=cfg.weight_decay)
-        deltas = []
-        for fe in range(1, cfg.finetune_epochs + 1):
+            tr.model.mu.copy_(to_device(centres, tr.dev))
+        tr.opt = torch.optim.Adadelta(tr.model.parameters(), lr=cfg.finetune_lr, rho=0.95, weight_decay=cfg.weight_decay)
+        deltas: list[float] = []
+        for fe, epoch in enumerate(ctx.phase("finetune", cfg.finetune_epochs), start=1):
             z = tr.full_pass()
             q = tr.soft_assign(z)
             p_full = target_distribution(q)
-            labels = q.argmax(dim=1).cpu().numpy()
-            delta = delta_label(labels, last)
-            last = labels
-            deltas.append(delta)
-            if fe > 1 and delta < cfg.tol:
+            labels, last = q.argmax(dim=1).cpu().numpy(), labels
+            deltas.append(delta_label(labels, last))
+            if fe > 1 and deltas[-1] < cfg.tol:
                 extras["finetune_converged"] = True
                 break
-            losses, cancelled = tr.finetune_epoch(p_full)
+            meter, cancelled = tr.finetune_epoch(p_full)
             if cancelled:
                 break
-            epoch += 1
             extras["finetune_epochs_run"] = fe
-            if ctx.emit(epoch, "finetune", losses, embedding=z, labels=labels, extra_metrics={"delta_label": delta}):
-                cancelled = True
+            if ctx.emit(epoch, "finetune", meter.means(epoch=epoch, phase="finetune"), embedding=z, labels=labels,
+                        extra_metrics={"delta_label": deltas[-1]}):
                 break
         if cfg.final_eval_after_training and not extras["finetune_converged"] and cfg.finetune_epochs > 0:
             z = tr.full_pass()
@@ -486,3 +710,37 @@ class ScGPCL(ClusteringMethod):
             extras["note"] = (f"Fine-tuning ran to its cap of {cfg.finetune_epochs} epochs (tol = {cfg.tol} not reached: "
                               "sampled embeddings keep a few % of labels moving).")
         return z, labels, extras
+
+    @staticmethod
+    def _pretrain(tr: _Trainer, ctx: FitContext) -> dict:
+        """1. Pretraining (AdamW): ZINB + λ1·instance (+ λ2·prototypical after the warm-up). From the first epoch
+        after the warm-up, K-means on a full pass; stop when it agrees with the previous epoch's labels
+        (ARI > ``pretrain_stop_ari``: the model against itself, never against annotations)."""
+        cfg = tr.cfg
+        tr.opt = torch.optim.AdamW(tr.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        protos = granularity_levels(tr.k, cfg.granularity)
+        extras: dict = {"hvg_frac": tr.hvg_frac, "n_genes": int(tr.g), "pretrain_epochs_run": 0,
+                        "pretrain_stopped_early": False, "prototype_counts": protos, "finetune_epochs_run": 0,
+                        "finetune_converged": False}
+        prev = None
+        for epoch in ctx.phase("pretrain", cfg.pretrain_epochs):
+            warm = epoch <= cfg.warmup_epochs
+            meter, cancelled = tr.pretrain_epoch(epoch, None if warm else protos)
+            if cancelled:
+                break
+            extras["pretrain_epochs_run"] = epoch
+            losses = meter.means(epoch=epoch, phase="pretrain")
+            if warm:  # display only, from the separate view stream and only when a snapshot is due
+                if ctx.emit(epoch, "pretrain", losses, embedding=tr.display_pass, labels=tr.display_labels):
+                    break
+                continue
+            z = tr.full_pass()
+            lab = tr.kmeans(z, cfg.check_kmeans_n_init)
+            extra = {"ari_vs_previous_epoch": float(adjusted_rand_score(prev, lab))} if prev is not None else {}
+            prev = lab
+            if ctx.emit(epoch, "pretrain", losses, embedding=z, labels=lab, extra_metrics=extra):
+                break
+            if extra and extra["ari_vs_previous_epoch"] > cfg.pretrain_stop_ari:
+                extras["pretrain_stopped_early"] = True
+                break
+        return extras

@@ -129,6 +129,9 @@ class ScSAMACConfig(MethodConfig):
     PRESETS = {
         "paper": {"pretrain_epochs": 300, "cluster_epochs": 2000, "dtype": "float64"},
         "cpu": {"pretrain_epochs": 40, "cluster_epochs": 40, "dtype": "float32", "select_genes": 2000},
+        "tiny": {"pretrain_epochs": 3, "cluster_epochs": 3, "batch_size": 64, "encoder_layers": [32, 16],
+                 "decoder_layers": [16, 32], "z_dim": 8, "n_heads": 4, "lr": 1e-3, "tol": 0.0, "kmeans_n_init": 2,
+                 "snapshot_every": 1},
     }
     PRESET_NOTES = {
         "paper": "Official script settings [C]: 300 pretraining + up to 2,000 clustering epochs, float64 (GPU advised). "
@@ -136,6 +139,7 @@ class ScSAMACConfig(MethodConfig):
         "cpu": "Adaptation [A], not the published setting: float32, 40 pretraining + at most 40 clustering epochs, "
                "and at most 2,000 genes (the script's own gene selection) so full-gene files cost what 2,000-gene "
                "ones do (≈ 2 min at 3,000 cells on 2 cores; the cap usually binds and costs some accuracy).",
+        "tiny": "Smoke test only (seconds on ~150 cells): a narrow network for 3 + 3 epochs; not for real data.",
     }
 
     def validate(self) -> None:
