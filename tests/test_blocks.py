@@ -55,3 +55,28 @@ def test_kmeans_and_leiden_find_separated_groups():
     assert np.array_equal(labels, again)
     lab = leiden_on_embedding(z, n_neighbors=10, resolution=0.5, seed=0)
     assert lab.dtype == np.int64 and adjusted_rand_score(truth, lab) == 1.0
+
+
+@pytest.mark.parametrize("name", ["scsamac", "scamac"])
+def test_amp_path_runs_with_cpu_autocast_standing_in_for_cuda(name, monkeypatch):
+    """The ``amp`` code path (bfloat16 network passes, float32 losses), exercised on CPU: CPU autocast stands in
+    for the CUDA one that ``amp_context`` returns on a GPU. Without ``amp`` nothing changes."""
+    import importlib
+    from contextlib import nullcontext
+
+    from helpers import synthetic_counts
+    from scclust_core.methods import get_method
+
+    mod = importlib.import_module(f"scclust_core.methods.{name}")
+    used = []
+
+    def cpu_amp(enabled, device):
+        used.append(enabled)
+        return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
+
+    monkeypatch.setattr(mod, "amp_context", cpu_amp)
+    m = get_method(name)
+    ad = synthetic_counts(120, 50, 3, 0, 6.0)
+    res = m.fit(ad, m.default_config("tiny", n_clusters=3, amp=True, snapshot_every=0, torch_threads=1))
+    assert any(used) and np.isfinite(res.embedding).all() and res.embedding.dtype == np.float32
+    assert all(np.isfinite(v) for h in res.history for v in h.losses.values())

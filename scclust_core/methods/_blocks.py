@@ -7,6 +7,7 @@ written so that a method switching to them draws the same random numbers in the 
 from __future__ import annotations
 
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch.nn as nn
 
 from ..losses import disp_activation, mean_activation
 
-__all__ = ["mlp", "CountHead", "kmeans", "leiden_on_embedding"]
+__all__ = ["mlp", "CountHead", "kmeans", "leiden_on_embedding", "amp_context"]
 
 
 def mlp(dims: Sequence[int], *, act: Callable[[], nn.Module] | None = nn.ReLU,
@@ -95,3 +96,14 @@ def leiden_on_embedding(z: np.ndarray, *, n_neighbors: int, resolution: float, s
         kw = {"directed": False, "n_iterations": 2} if flavor == "igraph" else {}
         sc.tl.leiden(ad, resolution=resolution, flavor=flavor, random_state=seed, key_added="leiden", **kw)
     return ad.obs["leiden"].astype(int).to_numpy().astype(np.int64)
+
+
+def amp_context(enabled: bool, device: torch.device | str) -> AbstractContextManager:
+    """bfloat16 autocast on CUDA when ``enabled`` (a method's ``amp`` flag), else a no-op (always on CPU).
+
+    bfloat16 keeps float32's range, so no gradient scaler is needed; callers compute their losses on
+    ``.float()`` outputs outside the context.
+    """
+    if enabled and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()

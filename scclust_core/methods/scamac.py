@@ -62,6 +62,7 @@ from ..losses import fkm_centres, fkm_memberships, fkm_weights, fuzzy_update
 from ..preprocess import recipe_r4
 from ._attention import DEFAULT_MAX_ELEMENTS, chunked_attention
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._blocks import amp_context
 from ._loop import EpochMeter, NonFiniteLossError, check_finite, encode_all, minibatches, to_device
 from ._registry import register_method
 
@@ -103,6 +104,9 @@ class ScAMACConfig(MethodConfig):
     paper_formulas: bool = param(False, advanced=True,
                                  help="[P] variant: LeakyReLU on the reconstruction and the two fusion projections, "
                                       "D = (1+σ)(d+2σ)/(d+σ)² and U = softmax(−(1+σ)d²/√(d²+σ)/γ). Default = code [C].")
+    amp: bool = param(False, advanced=True,
+                      help="CUDA only: bfloat16 autocast for the training passes of both networks (losses in "
+                           "float32) [A]; ignored on CPU.")
     deterministic_inference: bool = param(False, advanced=True,
                                           help="Full-data passes in eval mode (no attention dropout). The code keeps "
                                                "dropout on, also for the final labels [C].")
@@ -247,6 +251,10 @@ class _Fit:
         self.opt_f = torch.optim.SGD(self.net.parameters(), lr=cfg.fkm_lr)
         self.skipped_nan = 0
 
+    def amp(self):
+        """bfloat16 autocast for a training pass on CUDA when ``amp`` is set; a no-op otherwise."""
+        return amp_context(self.cfg.amp, self.dev)
+
     def features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Clean DE features (Z_a, Z_b, Z_c) of all cells (a per-cell MLP, so chunking is exact), detached."""
         return encode_all(lambda xb: self.de(xb)[:3], self.x, batch=2048, numpy=False)
@@ -291,7 +299,9 @@ def _de_epoch(f: _Fit, u: torch.Tensor, ctx: FitContext, epoch: int) -> dict[str
     for idx in minibatches(f.n, f.bs, rng=f.gen):
         xb = f.x[idx]
         noisy = xb + f.cfg.noise * torch.rand(xb.shape, generator=f.gen, device=f.dev)
-        za, zb, zc, xr = f.de(noisy)
+        with f.amp():
+            out = f.de(noisy)
+        za, zb, zc, xr = (t.float() for t in out)
         rec, lm, sim = F.mse_loss(xr, xb), F.mse_loss(za, zc), F.mse_loss(_cos_gram(zb), _cos_gram(u[idx]))
         loss = rec + lm + sim
         if not torch.isfinite(loss):
@@ -313,7 +323,9 @@ def _fkm_epoch(f: _Fit, feats, c: torch.Tensor, u: torch.Tensor, dmat: torch.Ten
     """One shuffled pass of the clustering network on ``(1/b) Σ_i Σ_j D_ij U_ij ‖z_i − C_j‖²`` (D, U, C fixed)."""
     meter = EpochMeter()
     for idx in minibatches(f.n, f.bs, rng=f.gen):
-        d2 = torch.cdist(f.net(feats[0][idx], feats[1][idx], feats[2][idx]), c).square()
+        with f.amp():
+            zb = f.net(feats[0][idx], feats[1][idx], feats[2][idx])
+        d2 = torch.cdist(zb.float(), c).square()
         loss = (dmat[idx] * u[idx] * d2).sum(dim=1).mean()
         f.opt_f.zero_grad(set_to_none=True)
         loss.backward()

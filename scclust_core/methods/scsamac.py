@@ -57,7 +57,7 @@ from ..losses import (cluster_level_loss, count_nll, delta_label, nt_xent, soft_
 from ..preprocess import recipe_r1
 from ._attention import CellMHA
 from ._base import ClusteringMethod, FitContext, Prepared
-from ._blocks import CountHead, kmeans, leiden_on_embedding, mlp
+from ._blocks import CountHead, amp_context, kmeans, leiden_on_embedding, mlp
 from ._loop import EpochMeter, encode_all, gather, minibatches, to_device
 from ._registry import register_method
 
@@ -123,6 +123,9 @@ class ScSAMACConfig(MethodConfig):
                                   help="Neighbours of the kNN graph for the Leiden K estimate (when K is empty).")
     leiden_resolution: float = param(0.8, min=0.01, max=20.0, advanced=True,
                                      help="Leiden resolution for the K estimate (when K is empty).")
+    amp: bool = param(False, advanced=True,
+                      help="CUDA only, float32 models: bfloat16 autocast for the network passes of training (the "
+                           "NB/ZINB and clustering losses in float32) [A]; ignored on CPU.")
     dtype: str = param("float32", choices=("float32", "float64"), advanced=True,
                        help="Model precision: float64 as the code [C]; float32 is faster [A].")
 
@@ -235,13 +238,25 @@ class _Fit:
         """(z-scored input, raw counts, size factors) of the minibatch rows ``idx``."""
         return self.x[idx], gather(self.counts, idx, self.dev, self.dtype), self.sf[idx]
 
+    def amp(self):
+        """bfloat16 autocast for a training pass on CUDA when ``amp`` is set (float32 models only)."""
+        return amp_context(self.cfg.amp and self.dtype == torch.float32, self.dev)
+
     def masked(self, xb: torch.Tensor) -> torch.Tensor:
         return saliency_mask(xb, self.gen, self.thr, self.rates)
+
+    def latent(self, xb: torch.Tensor) -> torch.Tensor:
+        """Training-pass latent of a minibatch (bfloat16 autocast on CUDA with ``amp``; float32 out)."""
+        with self.amp():
+            z = self.model.encode(xb)
+        return z.to(self.dtype)
 
     def recon_loss(self, xb: torch.Tensor, raw: torch.Tensor, sfb: torch.Tensor) -> torch.Tensor:
         """Count NLL of the denoising pass: input + ``noise_sd``·N(0, 1) → encoder → decoder."""
         noisy = xb + self.cfg.noise_sd * torch.randn(xb.shape, generator=self.gen, device=self.dev, dtype=self.dtype)
-        return count_nll(raw, *self.model.decode(self.model.encode(noisy)), sfb)
+        with self.amp():
+            mean, disp, pi = self.model.decode(self.model.encode(noisy))
+        return count_nll(raw, mean.to(self.dtype), disp.to(self.dtype), None if pi is None else pi.to(self.dtype), sfb)
 
     def encode(self) -> torch.Tensor:
         """Clean latent of all cells, consecutive chunks of ``batch_size`` in data order (§0.8); leaves the model
@@ -282,8 +297,8 @@ def _pretrain_epoch(f: _Fit, opt: torch.optim.Optimizer, ctx: FitContext) -> Epo
     f.model.train()
     for idx in minibatches(f.n, f.bs, rng=f.gen):
         xb, raw, sfb = f.batch(idx)
-        z0 = f.model.encode(xb)
-        zp = f.model.encode(f.masked(xb))
+        z0 = f.latent(xb)
+        zp = f.latent(f.masked(xb))
         rec = f.recon_loss(xb, raw, sfb)
         con = nt_xent(zp, z0, f.cfg.temperature)
         loss = rec + f.contrast_w * con
@@ -299,7 +314,7 @@ def _cluster_terms(f: _Fit, xb: torch.Tensor, z0: torch.Tensor, mu: torch.Tensor
     """Wasserstein(p, q) and the cluster-level loss: trainable with ``paper_intent`` [P], else the code's
     gradient-free values (fresh random ``Linear(z, K)`` per latent per call), only logged [C]."""
     cfg = f.cfg
-    zp = f.model.encode(f.masked(xb))
+    zp = f.latent(f.masked(xb))
     qb = student_t_q(z0, mu)
     if head is not None:
         wd = wasserstein_1d(p_rows, qb)
@@ -322,7 +337,7 @@ def _cluster_epoch(f: _Fit, opt: torch.optim.Optimizer, mu: nn.Parameter, head: 
     meter = EpochMeter()
     for idx in minibatches(f.n, f.bs, rng=None, shuffle=False, device=f.dev):
         xb, raw, sfb = f.batch(idx)
-        z0 = f.model.encode(xb)
+        z0 = f.latent(xb)
         rec = f.recon_loss(xb, raw, sfb)
         skm = soft_kmeans_loss(z0, mu)
         clu, extra = cfg.softkmeans_weight * skm, {}
