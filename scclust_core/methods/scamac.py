@@ -26,9 +26,13 @@ What runs by default is the official code [C]:
   shuffled minibatches; NaN batches skipped), a clean full pass, ``fkm_epochs`` of FKM (SGD 1e-4, shuffled),
   a full pass and the closed-form update. The DFKM learning rate follows two chained cosine schedulers
   (T_max 100) [Q, reproduced; ``double_cosine=False`` uses one]. Batch size 32 / 100 / 128 for N < 500 / < 700 / else.
-- Attention across cells: training attends within the minibatch; every full-data pass attends over **all N
-  cells at once** (§0.8), computed exactly in chunks of query rows (and of cells for the per-cell channel path)
-  so memory stays bounded. Dropout stays on in those passes, including the final one [C];
+- Attention across cells: training attends within the minibatch; in the code every full-data pass attends over
+  **all N cells at once** (§0.8) [C], computed exactly in chunks of query rows (and of cells for the per-cell
+  channel path) so memory stays bounded — but its time is O(N²). By default [A] a full-data pass attends over a
+  fixed random set of ``landmarks`` cells (2,048, drawn once per fit from a generator seeded with the seed):
+  every cell is a query, the landmarks are the keys and values, so a pass costs O(N·L). With N ≤ ``landmarks``
+  the landmarks are all cells, i.e. exactly the code's attention; ``landmarks=0`` (the ``paper`` preset) always
+  attends over all N. Dropout stays on in those passes, including the final one [C];
   ``deterministic_inference=True`` switches them to eval mode.
 - [P] variants as options: ``paper_formulas`` (LeakyReLU on the reconstruction and the fusion projections,
   the printed D and U formulas) and ``gene_filter='detected_cells'`` (genes non-zero in ≥ 5 % of cells). The
@@ -104,6 +108,10 @@ class ScAMACConfig(MethodConfig):
     paper_formulas: bool = param(False, advanced=True,
                                  help="[P] variant: LeakyReLU on the reconstruction and the two fusion projections, "
                                       "D = (1+σ)(d+2σ)/(d+σ)² and U = softmax(−(1+σ)d²/√(d²+σ)/γ). Default = code [C].")
+    landmarks: int = param(2048, min=0, max=1_000_000, advanced=True,
+                           help="[A] Full-data passes attend over this many fixed random landmark cells (keys and "
+                                "values) instead of all N: O(N·L) instead of O(N²). Exact when N ≤ landmarks; "
+                                "0 = always all N cells, as the code [C].")
     amp: bool = param(False, advanced=True,
                       help="CUDA only: bfloat16 autocast for the training passes of both networks (losses in "
                            "float32) [A]; ignored on CPU.")
@@ -112,7 +120,7 @@ class ScAMACConfig(MethodConfig):
                                                "dropout on, also for the final labels [C].")
 
     PRESETS = {
-        "paper": {"epochs": 50, "de_epochs": 3, "fkm_epochs": 2},
+        "paper": {"epochs": 50, "de_epochs": 3, "fkm_epochs": 2, "landmarks": 0},
         "cpu": {"epochs": 7, "de_epochs": 3, "fkm_epochs": 2},
         "tiny": {"epochs": 2, "de_epochs": 2, "fkm_epochs": 1, "hidden1": 48, "hidden2": 30, "batch_size": 64,
                  "snapshot_every": 1},
@@ -172,14 +180,16 @@ class EPA(nn.Module):
         self.E = _eye_linear(self.e, max(1, self.e // 3))
         self.dropout, self.max_elements = float(dropout), max_elements
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``y`` [scales, n, C] → [scales, n, C]; ``keys``: rows attended over (all n when None)."""
         s, n, _ = y.shape  # [scales, cells, C]
         h, e = self.h, self.e
         qk = self.qk(y).reshape(s, n, h, e)
         v = self.v(y).reshape(s, n, h, e)
-        # cell–cell attention over the n cells (exact, chunked over query rows)
+        # cell–cell attention of every cell over the n cells, or over the landmark rows ``keys`` (chunked, exact)
         q_h, v_h = qk.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)  # [s, h, n, e]
-        o1 = chunked_attention(q_h, q_h, v_h, dropout_p=self.dropout, training=self.training,
+        k_h, kv_h = (q_h, v_h) if keys is None else (q_h[:, :, keys], v_h[:, :, keys])
+        o1 = chunked_attention(q_h, k_h, kv_h, dropout_p=self.dropout, training=self.training,
                                max_elements=self.max_elements)
         o1 = self.o(o1.permute(0, 2, 1, 3).reshape(s, n, h * e))
         # channel path, per cell: R = softmax(K̂ᵀ Q) over the e axis; out = V̂ R  (chunked over cells)
@@ -211,12 +221,14 @@ class DFKMNet(nn.Module):
         self.eca_w = nn.Parameter(torch.empty(1, 1, 1))  # Conv1d(1,1,k=1) without bias: a learned scalar
         nn.init.kaiming_normal_(self.eca_w)
 
-    def forward(self, za: torch.Tensor, zb: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
+    def forward(self, za: torch.Tensor, zb: torch.Tensor, zc: torch.Tensor,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused [n, C] embedding; ``keys``: the rows the cell attention attends over (all when None)."""
         pa, pc = self.fa(za), self.fc(zc)
         if self.paper:
             pa, pc = F.leaky_relu(pa, 0.01), F.leaky_relu(pc, 0.01)
         s = torch.stack([zb, pa, pc])  # [3, n, C]
-        s1 = s + self.epa(self.ln1(s))
+        s1 = s + self.epa(self.ln1(s), keys)
         y = self.ln2(s1)
         g = y.mean(dim=-1, keepdim=True)  # [3, n, 1]
         y = torch.sigmoid(self.eca_w.reshape(()) * g) * y
@@ -250,6 +262,11 @@ class _Fit:
         self.opt_de = torch.optim.Adam(self.de.parameters(), lr=cfg.lr)
         self.opt_f = torch.optim.SGD(self.net.parameters(), lr=cfg.fkm_lr)
         self.skipped_nan = 0
+        lm = int(cfg.landmarks)
+        self.keys = None  # full-data passes attend over all cells (exact, [C]) unless there are more than L
+        if 0 < lm < self.n:  # own generator: the landmark draw leaves every other random stream unchanged
+            rows = np.sort(np.random.default_rng([cfg.seed, 2]).choice(self.n, size=lm, replace=False))
+            self.keys = torch.as_tensor(rows, dtype=torch.int64, device=self.dev)
 
     def amp(self):
         """bfloat16 autocast for a training pass on CUDA when ``amp`` is set; a no-op otherwise."""
@@ -260,12 +277,13 @@ class _Fit:
         return encode_all(lambda xb: self.de(xb)[:3], self.x, batch=2048, numpy=False)
 
     def fuse(self, feats, train_mode: bool | None = None) -> torch.Tensor:
-        """Fused embedding of all N cells attending over all N at once (chunked exactly inside EPA). Dropout stays
-        on as in the code [C] unless ``deterministic_inference``; ``train_mode`` overrides."""
+        """Fused embedding of all N cells, attending over all N at once (chunked exactly inside EPA) or over the
+        landmark cells when N > ``landmarks``. Dropout stays on as in the code [C] unless
+        ``deterministic_inference``; ``train_mode`` overrides."""
         was = self.net.training
         self.net.train((not self.cfg.deterministic_inference) if train_mode is None else train_mode)
         with torch.no_grad():
-            z = self.net(*feats)
+            z = self.net(*feats, keys=self.keys)
         self.net.train(was)
         return z
 
@@ -432,5 +450,6 @@ class ScAMAC(ClusteringMethod[ScAMACConfig]):
             z = f.fuse(f.features())
             labels = f.memberships(z, c).argmax(dim=1).cpu().numpy().astype(np.int64)
         extras = {"batch_size": f.bs, "skipped_nan_batches": f.skipped_nan, "n_genes_used": int(data.adata.n_vars),
+                  "attention_keys": f.n if f.keys is None else int(len(f.keys)),
                   "centres": c.cpu().numpy().astype(np.float32)}
         return z.cpu().numpy().astype(np.float32), labels, extras
