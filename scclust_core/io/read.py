@@ -172,4 +172,5 @@ def _read_archive(path: Path, kind: str) -> ad.AnnData:
         else:
             archives.extract_tar(path, dest)
         folder = archives.find_mtx_folder(dest, path.name)
-        return tenx.read_mtx_dir(folder)
+        rel = folder.relative_to(dest).as_posix()
+        return tenx.read_mtx_dir(folder, label=f"Archive '{path.name}'" + (f" (folder '{rel}')" if rel != "." else ""))

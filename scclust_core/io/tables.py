@@ -16,6 +16,7 @@ from . import orient
 from .budget import require
 from .errors import SUPPORTED_FORMATS_HINT, corrupt, fmt_bytes
 from .report import note
+from .validate import check_informative
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,10 @@ def _sep_name(sep: str) -> str:
 def _fields(line: str, sep: str) -> list[str]:
     if sep == r"\s+":
         return line.split()
-    return next(csv.reader([line], delimiter=sep), [])
+    try:
+        return next(csv.reader([line], delimiter=sep), [])
+    except csv.Error:  # e.g. a field longer than csv's limit: count plainly, pandas reports the rest
+        return line.split(sep)
 
 
 def _head(path: Path, name: str) -> tuple[int, list[str]]:
@@ -86,9 +90,10 @@ def _diagnose(lines: list[str], name: str) -> ValueError:
                 f"have {counts[0]} fields but the header has {h}: remove the trailing separators and upload again")
     sep = max(_SEPS, key=lambda s: len(_fields(header, s)))
     h = len(_fields(header, sep))
-    for i, x in enumerate(data, start=2):
-        n = len(_fields(x, sep))
-        if n not in (h, h + 1):
+    counts = [len(_fields(x, sep)) for x in data]
+    usual = max(set(counts), key=counts.count) if counts else h
+    for i, n in enumerate(counts, start=2):
+        if n not in (h, h + 1) or n != usual:
             return ValueError(
                 f"Row {i} of '{name}' has {n} fields but the header has {h} ({_sep_name(sep)}-separated): every "
                 "row needs a name and one value per column; check for missing or extra separators")
@@ -113,6 +118,15 @@ def choose_sep(lines: list[str], name: str, sep: str | None) -> str:
         raise ValueError(f"The table '{name}' has a single column: it needs row names in the first column, a "
                          "header row, and at least one row and column of counts")
     raise _diagnose(lines, name)
+
+
+def check_trailing(lines: list[str], sep: str, name: str) -> None:
+    """Trailing separators add an empty last field to every row: name that instead of reporting NaN values."""
+    data = [_fields(x, sep) for x in lines[1:]]
+    if data and all(d[-1:] == [""] for d in data) and len(_fields(lines[0], sep)) >= 2:
+        raise ValueError(
+            f"Every data row of '{name}' ends with a trailing {_sep_name(sep)} (an empty last field): remove the "
+            "trailing separators (or re-export the table) and upload again")
 
 
 def _numeric_block(frame: pd.DataFrame, name: str, cols: list[str], row0: int) -> np.ndarray:
@@ -177,6 +191,7 @@ def read_table(path: Path, name: str, *, transpose: bool | None, sep: str | None
     """Parse a delimited count table, check names and values, and orient it as cells × genes."""
     skip, lines = _head(path, name)
     sep = choose_sep(lines, name, sep)
+    check_trailing(lines, sep, name)
     header = _fields(lines[0], sep)
     n_fields = len(_fields(lines[1], sep)) if len(lines) > 1 else len(header)
     cols = header[1:] if n_fields == len(header) else header
@@ -215,6 +230,8 @@ def _orient(X, rows: list[str], cols: list[str], name: str, sep: str, transpose:
         extra = orient.check_names(names, where, name, fix)
         if extra:
             notes.append(extra)
+    if _max_detected(X, 0) < 2 and _max_detected(X, 1) < 2:
+        check_informative(X)  # the same failure either way round: say it before asking about orientation
     row_idx, col_idx = pd.Index(rows, dtype=str), pd.Index(cols, dtype=str)
     preview = orient.as_dense_preview(X, row_idx, col_idx)
     rows_are_genes, why = orient.decide(row_idx, col_idx, X, transpose, preview, name)
@@ -225,3 +242,12 @@ def _orient(X, rows: list[str], cols: list[str], name: str, sep: str, transpose:
         X = X.T.tocsr() if sp.issparse(X) else np.ascontiguousarray(X.T)
         row_idx, col_idx = col_idx, row_idx
     return ad.AnnData(X=X, obs=pd.DataFrame(index=row_idx), var=pd.DataFrame(index=col_idx))
+
+
+def _max_detected(X, axis: int) -> int:
+    """Largest number of non-zero entries along ``axis`` (0: per column, 1: per row)."""
+    if sp.issparse(X):
+        counts = np.asarray((X != 0).sum(axis=axis)).ravel()
+    else:
+        counts = np.count_nonzero(np.asarray(X), axis=axis)
+    return int(counts.max()) if counts.size else 0

@@ -127,8 +127,11 @@ def _mmread(path: Path):
     return sp.csr_matrix(mat) if sp.issparse(mat) else np.asarray(mat)
 
 
-def read_mtx_dir(folder: Path) -> ad.AnnData:
-    """Read a 10x ``matrix.mtx`` folder (genes × cells on disk) into cells × genes."""
+def read_mtx_dir(folder: Path, label: str | None = None) -> ad.AnnData:
+    """Read a 10x ``matrix.mtx`` folder (genes × cells on disk) into cells × genes.
+
+    ``label`` names the folder in messages (an archive's name rather than its temp folder)."""
+    label = label or f"10x folder '{folder.name}'"
     matrix = _find_one(folder, ("matrix.mtx",))
     features = _find_one(folder, ("features.tsv", "genes.tsv"))
     barcodes = _find_one(folder, ("barcodes.tsv",))
@@ -136,7 +139,7 @@ def read_mtx_dir(folder: Path) -> ad.AnnData:
                               ("barcodes.tsv", barcodes)) if p is None]
     if missing:
         raise ValueError(
-            f"10x folder '{folder.name}' is missing {', '.join(missing)} (optionally .gz): "
+            f"{label} is missing {', '.join(missing)} (optionally .gz): "
             "include all three files of the CellRanger output folder"
         )
     with tempfile.TemporaryDirectory(prefix="scclust_mtx_") as tmp:
@@ -147,7 +150,7 @@ def read_mtx_dir(folder: Path) -> ad.AnnData:
         n_feat, n_bc = len(feat), len(bc)
         if (rows, cols) not in ((n_feat, n_bc), (n_bc, n_feat)):
             raise ValueError(
-                f"10x folder '{folder.name}': matrix is {rows}×{cols} but there are {n_feat} "
+                f"{label}: matrix is {rows}×{cols} but there are {n_feat} "
                 f"features and {n_bc} barcodes: the files come from different runs, re-export the folder"
             )
         _check_mtx(mpath, rows, cols, nnz, offset)
