@@ -13,6 +13,7 @@ epoch, a model or a hyperparameter.
 from __future__ import annotations
 
 import logging
+import warnings
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -175,6 +176,14 @@ class Prepared:
 
     adata: AnnData
     cell_index: np.ndarray  # int64 rows of the input AnnData
+    #: doubts about the input (e.g. "X is not raw counts; taken as log-normalised"), kept in the run's warnings
+    warnings: list[str] = field(default_factory=list)
+
+    def input_warnings(self) -> list[str]:
+        """This object's warnings plus those a recipe left in ``adata.uns['input_warnings']``."""
+        extra = self.adata.uns.get("input_warnings", [])
+        extra = extra.tolist() if hasattr(extra, "tolist") else list(extra)
+        return list(dict.fromkeys([*self.warnings, *(str(w) for w in extra)]))
 
 
 class FitContext:
@@ -184,7 +193,8 @@ class FitContext:
                  n_cells: int, snapshot_every: int, seed: int, device: str):
         self.method = method
         self.callback = callback or Callback()
-        self.truth = truth
+        # an annotation without usable labels scores nothing (NaN at the end, with a warning): no live ARI/NMI
+        self.truth = truth if truth is not None and _metrics.label_problem(truth) is None else None
         self.snapshot_every = int(snapshot_every)
         self.device = device
         rng = np.random.default_rng(seed)
@@ -391,9 +401,12 @@ class ClusteringMethod(ABC):
             raise RuntimeError(f"{self.name} returned {embedding.shape[0]} embeddings / {labels.shape[0]} labels for {n} cells")
         if self.deep:
             ctx.finish(embedding, labels)
-        final = _metrics.evaluate(labels, truth=truth, embedding=embedding)
+        warns = data.input_warnings()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _metrics.UnusableLabelsWarning)  # kept in warns instead
+            final = _metrics.evaluate(labels, truth=truth, embedding=embedding, warnings_out=warns)
         extras = dict(extras or {})
-        warns = degenerate_clustering_warnings(labels, k)
+        warns += degenerate_clustering_warnings(labels, k)
         if warns:
             extras["warnings"] = list(extras.get("warnings", [])) + warns
             for w in warns:
