@@ -20,7 +20,7 @@ _F32_MAX = float(np.finfo(np.float32).max)
 
 
 def finalize(adata: ad.AnnData, *, origin: str) -> ad.AnnData:
-    """Check values and names, and store X as float32 (CSR when at most half the entries are non-zero)."""
+    """Check values and names, and store X as float32 (CSR when sparse or mostly zero, see as_output_matrix)."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(
             f"The data has {adata.n_obs} cells and {adata.n_vars} genes: upload a matrix with at least one "
@@ -115,13 +115,12 @@ def _negative_message(X: Any) -> str:
 
 
 def as_output_matrix(X: Any) -> sp.csr_matrix | np.ndarray:
-    """float32 CSR when more than half the entries are zero, dense float32 otherwise."""
+    """float32 CSR for sparse input (never densified: a 50k × 30k 10x matrix must stay sparse) and for dense
+    input that is mostly zeros; dense float32 otherwise."""
     n_total = X.shape[0] * X.shape[1]
     if sp.issparse(X):
         X = sp.csr_matrix(X, dtype=np.float32)
         X.eliminate_zeros()
-        if X.nnz > 0.5 * n_total:
-            return np.asarray(X.toarray(), dtype=np.float32)
         X.sort_indices()
         return X
     X = np.asarray(X, dtype=np.float32)
