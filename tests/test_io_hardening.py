@@ -256,6 +256,11 @@ def test_text_named_h5ad_says_it_is_text(tmp_path):
         scio.read(path)
 
 
+def test_lone_mtx_says_what_is_missing():
+    with pytest.raises(ValueError, match="no gene or cell names. Upload the whole 10x folder"):
+        scio.read(b"%%MatrixMarket matrix coordinate integer general\n1 1 1\n1 1 1\n", filename="matrix.mtx")
+
+
 def test_long_non_ascii_file_name(small):
     text = "\n".join(_lines(small)).encode()
     name = "données_été_" * 30 + "数据" * 60 + ".csv"

@@ -115,6 +115,10 @@ def resolve_kind(path: Path, name: str, by_name: str | None, by_content: str | N
                 "rename it with its real extension (.h5ad, .h5, .zip, .tar.gz) or re-export the table"
             )
         return "table"
+    if base.lower().endswith((".mtx", ".mtx.gz")):
+        raise ValueError(
+            f"'{base}' is a Matrix Market file on its own: it has no gene or cell names. Upload the whole 10x folder "
+            "(matrix.mtx, features.tsv or genes.tsv, barcodes.tsv) as a .zip or .tar.gz, or the 10x .h5 file")
     if PurePosixPath(base).suffix and not re.fullmatch(r"upload\.(gz|csv|h5|zip|tar)", base):
         raise unknown_format(base)  # an extension we do not support (.xlsx, .loom, …)
     if by_content == "hdf5":

@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import orient
-from .budget import require
+from .budget import current_budget, require
 from .errors import SUPPORTED_FORMATS_HINT, corrupt, fmt_bytes
 from .report import note
 from .validate import check_informative
@@ -130,7 +130,7 @@ def check_trailing(lines: list[str], sep: str, name: str) -> None:
 
 
 def _numeric_block(frame: pd.DataFrame, name: str, cols: list[str], row0: int) -> np.ndarray:
-    """float64 values of one chunk; names the first non-numeric, missing, infinite or too-large value."""
+    """float32 values of one chunk; names the first non-numeric, missing, infinite or too-large value."""
     for pos, dtype in enumerate(frame.dtypes):
         if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
             continue
@@ -144,28 +144,30 @@ def _numeric_block(frame: pd.DataFrame, name: str, cols: list[str], row0: int) -
                 f"'{cols[pos]}': the table must hold only counts apart from the first column (row names) and the "
                 "header row")
         frame.isetitem(pos, coerced)
-    values = frame.to_numpy(dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected and reported just below
+        values = frame.to_numpy(dtype=np.float32)  # float32 directly: no float64 copy of the chunk
     finite = np.isfinite(values)
-    if not finite.all():
-        n_nan = int(np.isnan(values).sum())
-        r, c = np.argwhere(~finite)[0]
+    if finite.all():
+        return values
+    r, c = np.argwhere(~finite)[0]
+    original = float(frame.iat[r, c])
+    if np.isfinite(original):  # finite in the file, infinite as float32: the value overflows float32
         raise ValueError(
-            f"The matrix contains {n_nan} NaN (missing) and {int((~finite).sum()) - n_nan} infinite values (first at "
-            f"row '{frame.index[r]}', column '{cols[c]}'): counts must be finite numbers; fill missing entries with "
-            "0 or remove those rows/columns before uploading")
-    big = np.abs(values) > _F32_MAX
-    if big.any():
-        r, c = np.argwhere(big)[0]
-        raise ValueError(
-            f"The value {values[r, c]:g} at row '{frame.index[r]}', column '{cols[c]}' of '{name}' is too large for "
+            f"The value {original:g} at row '{frame.index[r]}', column '{cols[c]}' of '{name}' is too large for "
             f"32-bit floats (max {_F32_MAX:.3g}): counts cannot be this large; check the file")
-    return values
+    n_nan = int(np.isnan(values).sum())
+    raise ValueError(
+        f"The matrix contains {n_nan} NaN (missing) and {int((~finite).sum()) - n_nan} infinite values (first at "
+        f"row '{frame.index[r]}', column '{cols[c]}'): counts must be finite numbers; fill missing entries with "
+        "0 or remove those rows/columns before uploading")
 
 
 def _parse(path: Path, name: str, sep: str, skip: int, cols: list[str]):
     """Row names and the matrix (CSR when sparse), parsed in chunks so a sparse table never becomes dense."""
     n_values = len(cols)
-    chunk_rows = max(1, min(50_000, (1 << 22) // max(n_values, 1)))
+    # pandas pays per column and per chunk, so chunks are large (≈16M values, 128 MB as float64) but bounded
+    chunk_values = max(1 << 16, min(1 << 24, current_budget() // 32))
+    chunk_rows = max(1, min(100_000, chunk_values // max(n_values, 1)))
     rows: list[str] = []
     blocks = []
     reader = pd.read_csv(path, sep=sep, header=None, skiprows=skip, index_col=0, dtype={0: str},
