@@ -19,7 +19,7 @@ from typing import Any, Iterable, TextIO
 import numpy as np
 
 from .methods import Callback, get_method
-from .metrics import UnusableLabelsWarning, evaluate
+from .metrics import UnusableLabelsWarning, evaluate, label_problem
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,10 @@ def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, prese
                 print(f"skip {path.name}: no obs[{label_key!r}]", file=stream, flush=True)
                 continue
             truth = adata.obs[label_key]
+            problem = label_problem(truth.to_numpy())
+            if problem:  # K comes from the annotation and scores against it: neither is possible
+                print(f"skip {path.name}: {problem}", file=stream, flush=True)
+                continue
             k = int(truth.astype("category").cat.categories.size)
             for name in methods:
                 for seed in range(seeds):

@@ -156,3 +156,18 @@ def test_cluster_nan_metrics_print_na_and_warning(h5ad_dir, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0 and "ari=n/a" in captured.out and "1.000" not in captured.out
     assert "warning: The reference annotation has a single category" in captured.err
+
+
+def test_bench_skips_annotation_without_usable_labels(tmp_path, counts_adata, capsys):
+    a = counts_adata.copy()
+    a.obs["cell_type"] = a.obs["cell_type"].astype(str)
+    a.obs.loc[a.obs_names[1:], "cell_type"] = None  # one labelled cell: nothing to score against
+    a.obs["cell_type"] = a.obs["cell_type"].astype("category")
+    d = tmp_path / "d"
+    d.mkdir()
+    a.write_h5ad(d / "one.h5ad")
+    assert main(["bench", "--data", str(d), "--methods", "kmeans", "--set", "n_top_genes=100",
+                 "--set", "n_pcs=10"]) == 0
+    captured = capsys.readouterr()
+    assert "skip one.h5ad: the reference annotation has 1 labelled cell" in captured.err
+    assert "1.000" not in captured.out

@@ -256,6 +256,17 @@ def test_text_named_h5ad_says_it_is_text(tmp_path):
         scio.read(path)
 
 
+def test_inconsistent_sparse_h5ad_is_refused(small, tmp_path):
+    path = tmp_path / "bad_indices.h5ad"
+    small.write_h5ad(path)
+    with h5py.File(path, "a") as f:
+        idx = f["X/indices"][...]
+        idx[0] = 10_000  # beyond the 30 genes
+        f["X/indices"][...] = idx
+    with pytest.raises(ValueError, match="inconsistent|truncated or corrupt"):
+        scio.read(path)
+
+
 def test_lone_mtx_says_what_is_missing():
     with pytest.raises(ValueError, match="no gene or cell names. Upload the whole 10x folder"):
         scio.read(b"%%MatrixMarket matrix coordinate integer general\n1 1 1\n1 1 1\n", filename="matrix.mtx")

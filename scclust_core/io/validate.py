@@ -29,6 +29,8 @@ def finalize(adata: ad.AnnData, *, origin: str) -> ad.AnnData:
     X = adata.X
     if not (sp.issparse(X) or isinstance(X, np.ndarray)):
         X = np.asarray(X)
+    if sp.issparse(X):
+        X = check_sparse(X)
     values = X.data if sp.issparse(X) else X
     if values.dtype.kind not in "biuf":
         raise ValueError(
@@ -45,6 +47,17 @@ def finalize(adata: ad.AnnData, *, origin: str) -> ad.AnnData:
     logger.info("Loaded %s: %d cells × %d genes (%s X)", origin, adata.n_obs, adata.n_vars,
                 "sparse" if sp.issparse(adata.X) else "dense")
     return adata
+
+
+def check_sparse(X: Any) -> sp.csr_matrix:
+    """A full structural check: indices out of range in a crafted file would make later steps read out of bounds."""
+    try:
+        X = X.tocsr() if not sp.isspmatrix_csr(X) else X
+        X.check_format(full_check=True)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise ValueError(f"The sparse matrix in the file is inconsistent ({exc}): the file is corrupt or was written "
+                         "by a broken tool; re-export it") from None
+    return X
 
 
 def _counts_elsewhere(adata: ad.AnnData) -> bool:
