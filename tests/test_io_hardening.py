@@ -219,6 +219,14 @@ def test_trailing_commas_are_named(small, header_too):
         scio.read(text.encode(), filename="t.csv")
 
 
+def test_negative_table_is_refused_before_any_orientation_question():
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame(rng.normal(size=(30, 30)), index=[f"r{i}" for i in range(30)],
+                         columns=[f"c{j}" for j in range(30)])  # z-scores, square, names say nothing
+    with pytest.raises(ValueError, match=r"negative values \(e\.g\. .* at row 'r\d+', column 'c\d+'\)"):
+        scio.read(_csv(frame), filename="z.csv")
+
+
 def test_ragged_row_is_named(small):
     lines = _lines(small)
     lines[5] += ",7"

@@ -232,6 +232,7 @@ def _orient(X, rows: list[str], cols: list[str], name: str, sep: str, transpose:
         extra = orient.check_names(names, where, name, fix)
         if extra:
             notes.append(extra)
+    _check_negative(X, rows, cols, name)  # refused either way round: say it before asking about orientation
     if _max_detected(X, 0) < 2 and _max_detected(X, 1) < 2:
         check_informative(X)  # the same failure either way round: say it before asking about orientation
     row_idx, col_idx = pd.Index(rows, dtype=str), pd.Index(cols, dtype=str)
@@ -253,3 +254,20 @@ def _max_detected(X, axis: int) -> int:
     else:
         counts = np.count_nonzero(np.asarray(X), axis=axis)
     return int(counts.max()) if counts.size else 0
+
+
+def _check_negative(X, rows: list[str], cols: list[str], name: str) -> None:
+    """Negative values are not counts; name the first by its row and column as written in the table."""
+    values = X.data if sp.issparse(X) else X
+    if not values.size or values.min() >= 0:
+        return
+    coo = X.tocoo() if sp.issparse(X) else None
+    if coo is not None:
+        k = int(np.argmin(coo.data))
+        r, c, v = int(coo.row[k]), int(coo.col[k]), float(coo.data[k])
+    else:
+        r, c = np.unravel_index(int(np.argmin(X)), X.shape)
+        v = float(X[r, c])
+    raise ValueError(
+        f"The table '{name}' contains {int((values < 0).sum())} negative values (e.g. {v:g} at row '{rows[r]}', "
+        f"column '{cols[c]}'): counts cannot be negative; upload raw counts, not scaled/centred data")
