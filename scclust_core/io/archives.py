@@ -69,37 +69,41 @@ def _check_counts(n_members: int, declared: int, name: str) -> None:
         )
 
 
-def extract_zip(path: Path, dest: Path) -> None:
+def extract_zip(path: Path, dest: Path, label: str | None = None) -> None:
+    """Extract the 10x files of archive ``path`` into ``dest``; ``label`` is the user's file name for messages."""
+    name = label or path.name
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-            _check_counts(len(infos), sum(i.file_size for i in infos), path.name)
+            _check_counts(len(infos), sum(i.file_size for i in infos), name)
             left = _cap()
             for info in infos:
-                rel = check_member_name(info.filename, path.name)
+                rel = check_member_name(info.filename, name)
                 mode = info.external_attr >> 16
                 if rel is None or info.is_dir() or stat.S_ISLNK(mode) or not _WANTED.match(rel.name):
                     if stat.S_ISLNK(mode):
                         logger.warning("Skipping symlink '%s' in archive", info.filename)
                     continue
                 with zf.open(info) as src:
-                    left -= _copy_member(src, dest, rel, left, f"Archive '{path.name}'")
+                    left -= _copy_member(src, dest, rel, left, f"Archive '{name}'")
     except ValueError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError,
             RuntimeError) as exc:
-        raise corrupt(f"zip archive '{path.name}' could not be extracted", exc) from exc
+        raise corrupt(f"zip archive '{name}' could not be extracted", exc) from exc
 
 
-def extract_tar(path: Path, dest: Path) -> None:
+def extract_tar(path: Path, dest: Path, label: str | None = None) -> None:
+    """Extract the 10x files of archive ``path`` into ``dest``; ``label`` is the user's file name for messages."""
+    name = label or path.name
     try:
         with tarfile.open(path, mode="r:*") as tf:
             n, declared, left = 0, 0, _cap()
             for member in tf:  # streamed: a tar bomb is stopped at the caps, not listed in full first
                 n += 1
                 declared += member.size if member.isfile() else 0
-                _check_counts(n, declared, path.name)
-                rel = check_member_name(member.name, path.name)
+                _check_counts(n, declared, name)
+                rel = check_member_name(member.name, name)
                 if rel is None or not member.isfile() or not _WANTED.match(rel.name):
                     if member.issym() or member.islnk():
                         logger.warning("Skipping link '%s' in archive", member.name)
@@ -108,11 +112,11 @@ def extract_tar(path: Path, dest: Path) -> None:
                 if src is None:
                     continue
                 with src:
-                    left -= _copy_member(src, dest, rel, left, f"Archive '{path.name}'")
+                    left -= _copy_member(src, dest, rel, left, f"Archive '{name}'")
     except ValueError:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError) as exc:
-        raise corrupt(f"tar archive '{path.name}' could not be extracted", exc) from exc
+        raise corrupt(f"tar archive '{name}' could not be extracted", exc) from exc
 
 
 def find_mtx_folder(root: Path, archive: str) -> Path:

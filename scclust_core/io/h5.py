@@ -48,12 +48,13 @@ def declared_hdf5_bytes(path: Path) -> tuple[int, str]:
 def _check_declared(path: Path, label: str) -> None:
     total, biggest = declared_hdf5_bytes(path)
     require(total * _H5_PEAK_FACTOR,
-            f"'{path.name}' declares {fmt_bytes(total)} of arrays (largest: '{biggest}'), so reading it",
+            f"'{label}' declares {fmt_bytes(total)} of arrays (largest: '{biggest}'), so reading it",
             "upload a smaller file, or save X as a sparse matrix")
 
 
-def read_h5ad(path: Path) -> ad.AnnData:
-    _check_declared(path, "h5ad")
+def read_h5ad(path: Path, label: str | None = None) -> ad.AnnData:
+    """AnnData from ``path`` (``label``: the user's file name, for messages), X taken from layers['counts'] if empty."""
+    _check_declared(path, label or path.name)
     try:
         adata = ad.read_h5ad(path)
     except Exception as exc:  # noqa: BLE001 - any parser failure means an unreadable upload
@@ -72,10 +73,11 @@ def read_h5ad(path: Path) -> ad.AnnData:
     return adata
 
 
-def read_10x_h5(path: Path) -> ad.AnnData:
+def read_10x_h5(path: Path, label: str | None = None) -> ad.AnnData:
+    """10x Genomics HDF5 (CellRanger v2/v3) via scanpy, after the declared-size check."""
     import scanpy as sc
 
-    _check_declared(path, "10x h5")
+    _check_declared(path, label or path.name)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*not unique.*")

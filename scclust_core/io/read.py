@@ -141,11 +141,12 @@ def _dispatch(path: Path, name: str, *, transpose, sep) -> tuple[ad.AnnData, str
     kind = detect.resolve_kind(path, name, detect.name_kind(name), by_content)
     logger.info("Reading '%s' as %s", name, kind)
     if kind == "h5ad":
-        return finalize(h5.read_h5ad(path), origin="h5ad"), "AnnData .h5ad"
+        return finalize(h5.read_h5ad(path, _base(name)), origin="h5ad"), "AnnData .h5ad"
     if kind == "10x_h5":
-        return finalize(h5.read_10x_h5(path), origin="10x h5"), "10x Genomics HDF5"
+        return finalize(h5.read_10x_h5(path, _base(name)), origin="10x h5"), "10x Genomics HDF5"
     if kind in ("zip", "tar"):
-        return finalize(_read_archive(path, kind), origin="10x mtx"), f"10x matrix folder ({kind} archive)"
+        return finalize(_read_archive(path, kind, _base(name)), origin="10x mtx"), \
+            f"10x matrix folder ({kind} archive)"
     if by_content == "gzip":
         with tempfile.TemporaryDirectory(prefix="scclust_gz_") as tmp:
             plain = Path(tmp) / "table.txt"
@@ -163,14 +164,18 @@ def _gunzip(src: Path, dst: Path, name: str) -> None:
         raise corrupt("table could not be decompressed", exc) from exc
 
 
-def _read_archive(path: Path, kind: str) -> ad.AnnData:
+def _base(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).name
+
+
+def _read_archive(path: Path, kind: str, label: str) -> ad.AnnData:
     """Unpack a zip/tar safely into a temp dir and read the 10x folder inside."""
     with tempfile.TemporaryDirectory(prefix="scclust_archive_") as tmp:
         dest = Path(tmp)
         if kind == "zip":
-            archives.extract_zip(path, dest)
+            archives.extract_zip(path, dest, label)
         else:
-            archives.extract_tar(path, dest)
-        folder = archives.find_mtx_folder(dest, path.name)
+            archives.extract_tar(path, dest, label)
+        folder = archives.find_mtx_folder(dest, label)
         rel = folder.relative_to(dest).as_posix()
-        return tenx.read_mtx_dir(folder, label=f"Archive '{path.name}'" + (f" (folder '{rel}')" if rel != "." else ""))
+        return tenx.read_mtx_dir(folder, label=f"Archive '{label}'" + (f" (folder '{rel}')" if rel != "." else ""))
