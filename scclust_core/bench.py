@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TextIO
@@ -18,7 +19,7 @@ from typing import Any, Iterable, TextIO
 import numpy as np
 
 from .methods import Callback, get_method
-from .metrics import evaluate
+from .metrics import UnusableLabelsWarning, evaluate, label_problem
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class _StderrProgress(Callback):
                   f"({log.elapsed:.0f} s)", file=self.stream, flush=True)
 
 
+def _fmt(v: float) -> str:
+    """A metric for the progress line; NaN (no usable labels) prints as n/a, with the reason as a warning."""
+    return "n/a" if v != v else f"{v:.3f}"
+
+
 def find_datasets(path: str | Path) -> list[Path]:
     p = Path(path)
     if p.is_dir():
@@ -145,6 +151,10 @@ def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, prese
                 print(f"skip {path.name}: no obs[{label_key!r}]", file=stream, flush=True)
                 continue
             truth = adata.obs[label_key]
+            problem = label_problem(truth.to_numpy())
+            if problem:  # K comes from the annotation and scores against it: neither is possible
+                print(f"skip {path.name}: {problem}", file=stream, flush=True)
+                continue
             k = int(truth.astype("category").cat.categories.size)
             for name in methods:
                 for seed in range(seeds):
@@ -159,13 +169,16 @@ def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, prese
                         with PeakRSS() as mem:
                             res = get_method(name).fit(adata, cfg, callback=_StderrProgress(f"{path.stem}/{name}", stream))
                         codes = np.asarray(truth.astype("category").cat.codes)[res.cell_index]
-                        m = evaluate(res.labels, truth=codes, embedding=res.embedding)
+                        metric_warns: list[str] = []
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", UnusableLabelsWarning)  # printed below instead
+                            m = evaluate(res.labels, truth=codes, embedding=res.embedding, warnings_out=metric_warns)
                         row.update(k_found=res.n_clusters, ari=m["ari"], nmi=m["nmi"], ca=m["ca"],
                                    silhouette=m["silhouette"], seconds=time.perf_counter() - t0,
                                    peak_rss_mb=mem.peak_mb, device=res.device, status=res.status)
-                        print(f"    ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}  CA {m['ca']:.3f}  "
+                        print(f"    ARI {_fmt(m['ari'])}  NMI {_fmt(m['nmi'])}  CA {_fmt(m['ca'])}  "
                               f"{row['seconds']:.1f} s  {mem.peak_mb:.0f} MB", file=stream, flush=True)
-                        for w in res.extras.get("warnings", []):
+                        for w in dict.fromkeys([*res.extras.get("warnings", []), *metric_warns]):
                             print(f"    warning: {w}", file=stream, flush=True)
                     except Exception as exc:  # a failing method must not sink the whole benchmark
                         logger.exception("bench run failed")

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -13,10 +16,60 @@ def _pairs(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"--set expects key=value, got {item!r}")
+            raise ValueError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
+        try:
+            number = float(v)
+        except ValueError:
+            number = 0.0
+        if not math.isfinite(number):
+            raise ValueError(f"--set {k.strip()}={v.strip()}: must be a finite number (NaN and infinity are not "
+                             "allowed)")
         out[k.strip()] = v.strip()
     return out
+
+
+_TRUE, _FALSE, _AUTO = ("true", "yes", "1", "genes"), ("false", "no", "0", "cells"), ("auto", "detect", "guess")
+
+
+def _transpose(text: str) -> bool | None:
+    """Strict ``--transpose``: true/false (rows are genes / cells) or auto; anything else is an error."""
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    if low in _AUTO:
+        return None
+    raise argparse.ArgumentTypeError(
+        f"--transpose expects true (rows are genes), false (rows are cells) or auto, got {text!r}")
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Fail before training, not after, when the output cannot be written."""
+    if path.is_dir():
+        raise ValueError(f"{what} '{path}' is a directory: give a file name ending in .h5ad")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".scclust_write_check_"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} '{path}' is not writable ({exc.strerror or exc}): choose another location") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} '{path}' exists and is read-only: choose another file name")
+
+
+def _check_finite_settings(cfg, keys) -> None:
+    """NaN/inf pass range checks (every comparison with NaN is false), so refuse them by name."""
+    for key in keys:
+        value = getattr(cfg, key, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--set {key}={value}: must be a finite number (NaN and infinity are not allowed)")
+
+
+def _fmt_metric(k: str, v: float) -> str:
+    return f"{k}=n/a" if v != v else f"{k}={v:.3f}"
 
 
 def _cmd_methods(args) -> int:
@@ -34,7 +87,6 @@ def _cmd_cluster(args) -> int:
     from . import io
     from .methods import get_method, run_method
 
-    adata = io.read(args.input, transpose=args.transpose)
     method = get_method(args.method)
     cfg = method.default_config(args.preset)
     changes = _pairs(args.set)
@@ -44,11 +96,21 @@ def _cmd_cluster(args) -> int:
         changes["seed"] = str(args.seed)
     if changes:
         cfg = cfg.set_from_strings(changes)
+        _check_finite_settings(cfg, changes)
+    cfg.validate()
+    out = Path(args.out)
+    _check_writable(out, "--out")
+    if args.runs_dir:
+        _check_writable(Path(args.runs_dir) / "check", "--runs-dir")
+    adata = io.read(args.input, transpose=args.transpose)
+    report = io.read_report(adata)
+    for line in (report.notes if report else []):
+        print(f"read: {line}", file=sys.stderr)
     record = args.runs_dir if args.runs_dir else False
     res = run_method(adata, args.method, cfg, preset=args.preset, key_added=args.key or args.method,
                      label_key=args.label_key, record=record, callback=_progress())
     io.write(adata, args.out)
-    mets = ", ".join(f"{k}={v:.3f}" for k, v in res.metrics.items())
+    mets = ", ".join(_fmt_metric(k, v) for k, v in res.metrics.items())
     n_k = res.n_clusters
     print(f"{args.method}: {n_k} cluster{'' if n_k == 1 else 's'} on {len(res.labels)} cells in {res.seconds:.1f} s "
           f"({mets}); labels in obs[{(args.key or args.method)!r}], written to {args.out}")
@@ -92,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-key", default=None, help="reference annotation in obs (display metrics only)")
     c.add_argument("--key", default=None, help="obs/obsm/uns key for the results (default: method name)")
     c.add_argument("--runs-dir", default=None, help="write a run record under this directory")
-    c.add_argument("--transpose", default=None, type=lambda s: s.lower() in ("1", "true", "yes"),
-                   help="CSV/TSV only: true if rows are genes (default: detect)")
+    c.add_argument("--transpose", default=None, type=_transpose, metavar="{true,false,auto}",
+                   help="CSV/TSV only: true if rows are genes, false if rows are cells (default: auto, from the "
+                        "names and totals; asks when they do not tell)")
     c.add_argument("--out", required=True, help="output .h5ad")
 
     b = sub.add_parser("bench", help="benchmark methods on labelled .h5ad files")
@@ -115,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         return {"methods": _cmd_methods, "cluster": _cmd_cluster, "bench": _cmd_bench}[args.command](args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory: the data or the model does not fit in this machine's memory; use a smaller "
+              "file, fewer genes, or a smaller batch size", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename else ''}: check the paths, "
+              "permissions and free disk space", file=sys.stderr)
         return 2
 
 

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "get_counts", "counts_adata", "dropout_gene_selection", "is_integer_matrix", "recipe_r1", "recipe_r2",
-    "recipe_r3", "recipe_r4", "recipe_classic", "RECIPES", "qc_metrics", "filter_cells_genes",
+    "recipe_r3", "recipe_r4", "recipe_classic", "RECIPES", "lognormalised_input", "LOG_SCALE_MAX", "qc_metrics",
+    "filter_cells_genes",
 ]
 
 
@@ -57,6 +58,37 @@ def get_counts(adata: AnnData):
     )
 
 
+#: log1p of library-normalised counts stays far below this (log1p(1e6) ≈ 13.8; log2(1e6 + 1) ≈ 20).
+LOG_SCALE_MAX = 30.0
+
+
+def lognormalised_input(adata: AnnData, who: str):
+    """``X`` as float32 (CSR kept sparse) when it can be taken as log-normalised, with the warning to record.
+
+    Used only after :func:`get_counts` found no raw counts. Values that are negative or non-finite (scaled
+    data) or larger than :data:`LOG_SCALE_MAX` (normalised but not logged, e.g. CPM) are neither counts nor
+    log-scale: clustering them as "log-normalised" gives silently wrong results, so they are refused.
+    """
+    x = adata.X
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    if data.size and not np.isfinite(data).all():
+        raise ValueError(f"{who}: X contains NaN or infinite values; fix the input file")
+    if data.size and data.min() < 0:
+        raise ValueError(f"{who}: X holds negative values (it looks scaled or centred): upload raw counts or "
+                         "log-normalised values, not z-scores")
+    top = float(data.max()) if data.size else 0.0
+    if top > LOG_SCALE_MAX:
+        raise ValueError(
+            f"{who}: X is neither raw counts (it has non-integer values) nor log-scale (values up to {top:,.1f}; "
+            f"log-normalised data stays below {LOG_SCALE_MAX:.0f}). It looks normalised but not log-transformed: "
+            "upload the raw counts (best), or apply log1p (scanpy.pp.log1p) before uploading")
+    msg = (f"{who}: X does not hold raw counts (non-integer values, max {top:.2f}); it is taken as already "
+           "normalised and log-transformed, so normalisation and log1p were skipped. Upload raw counts for the "
+           "intended preprocessing.")
+    out = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
+    return out, msg
+
+
 def counts_adata(adata: AnnData, *, ceil: bool = False) -> AnnData:
     """A fresh AnnData with X = raw counts (CSR float32), obs/var copied and ``obs['cell_index']`` set."""
     x = get_counts(adata)
@@ -77,6 +109,10 @@ def _filter_zero(ad: AnnData, *, min_gene_counts: int = 1) -> AnnData:
     if ad.n_obs == 0 or ad.n_vars == 0:
         raise ValueError(f"No cells or genes left after removing empty ones ({ad.n_obs} cells × {ad.n_vars} genes): "
                          "check that the file holds counts with cells as rows (or transpose it)")
+    detected = np.asarray((ad.X > 0).sum(axis=0)).ravel()
+    if ad.n_obs >= 2 and detected.max() < 2:
+        raise ValueError(f"No gene is detected in two or more of the {ad.n_obs} cells, so clustering has no shared "
+                         "signal to work with: check the data (or loosen the QC filter)")
     return ad
 
 
@@ -239,10 +275,15 @@ def recipe_classic(adata: AnnData, *, n_top_genes: int = 2000, n_pcs: int = 50, 
 
     normalize_total (median target), log1p, ``n_top_genes`` HVGs (seurat flavour), scale clipped at
     ``max_value``, PCA with ``n_pcs`` components (capped by the data size). If ``X`` holds no counts but looks
-    log-normalised, normalisation is skipped with a warning (logged and recorded in ``uns``) instead of failing.
+    log-normalised, normalisation is skipped with a warning (logged, and kept in ``uns['input_warnings']`` so the
+    run's warnings show it); data that is neither counts nor log-scale is refused (:func:`lognormalised_input`).
     """
     try:
-        ad = _filter_zero(counts_adata(adata))
+        base = counts_adata(adata)
+    except ValueError:  # no raw counts anywhere: accept log-normalised X (with a warning), refuse anything else
+        base = None
+    if base is not None:
+        ad = _filter_zero(base)
         counts = ad.X.copy()
         ad.obs["size_factors"] = _size_factors(ad.X).astype(np.float32)
         with warnings.catch_warnings():
@@ -251,29 +292,19 @@ def recipe_classic(adata: AnnData, *, n_top_genes: int = 2000, n_pcs: int = 50, 
         sc.pp.log1p(ad)
         ad.layers["counts"] = counts
         ad.uns["input_was_counts"] = True
-    except ValueError:
-        x = adata.X
-        data = x.data if sp.issparse(x) else np.asarray(x)
-        if not np.isfinite(data).all():
-            raise ValueError("X contains NaN or infinite values; fix the input file") from None
-        if data.size and data.min() < 0:
-            raise ValueError("X holds negative values (it looks scaled): upload counts or log-normalised "
-                             "values, not z-scores") from None
-        logged = data.size == 0 or data.max() <= 30  # log1p of normalised counts stays well below 30
-        msg = ("X does not hold raw counts: treating it as already normalised"
-               + (" and log-transformed (normalisation and log1p skipped)" if logged
-                  else " but not log-transformed (values up to %.0f): applying log1p only" % data.max()))
+    else:
+        x, msg = lognormalised_input(adata, "Leiden/KMeans")
         logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
-        ad = AnnData(sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32),
-                     obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
-        if not logged:
-            sc.pp.log1p(ad)
+        ad = AnnData(x, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
         ad.obs["cell_index"] = np.arange(adata.n_obs, dtype=np.int64)
         ad.uns["input_was_counts"] = False
+        ad.uns["input_warnings"] = [msg]
     ad = _hvg(ad, n_top_genes)
     x = _scale_genes(ad.X, clip=max_value)
     out = AnnData(x, obs=ad.obs.copy(), var=ad.var[[]].copy(), uns={"input_was_counts": ad.uns["input_was_counts"]})
+    if "input_warnings" in ad.uns:
+        out.uns["input_warnings"] = list(ad.uns["input_warnings"])
     if "counts" in ad.layers:
         out.layers["counts"] = sp.csr_matrix(ad.layers["counts"], dtype=np.float32)
     n_comps = int(min(n_pcs, out.n_obs - 1, out.n_vars - 1))

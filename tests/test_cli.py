@@ -71,3 +71,103 @@ def test_bench_unknown_set_key_fails(h5ad_dir, capsys):
 def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "scclust_core", "methods"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "kmeans" in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# hardening: output checked first, strict --transpose, finite --set, read notes, NaN metrics
+# ------------------------------------------------------------------------------------------------
+
+
+def test_unwritable_out_fails_before_training(h5ad_dir, tmp_path, capsys, monkeypatch):
+    import scclust_core.io as scio
+
+    def boom(*a, **k):  # reading (and so training) must not start
+        raise AssertionError("read before the output was checked")
+
+    monkeypatch.setattr(scio, "read", boom)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["cluster", str(h5ad_dir / "toy.h5ad"), "--method", "kmeans", "--n-clusters", "3",
+                 "--out", str(blocker / "sub" / "out.h5ad")])
+    assert code == 2 and "--out" in capsys.readouterr().err
+    assert main(["cluster", str(h5ad_dir / "toy.h5ad"), "--method", "kmeans", "--n-clusters", "3",
+                 "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["maybe", "ture", "2", ""])
+def test_transpose_parses_strictly(h5ad_dir, tmp_path, value, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["cluster", str(h5ad_dir / "toy.h5ad"), "--method", "kmeans", "--transpose", value,
+              "--out", str(tmp_path / "o.h5ad")])
+    assert info.value.code == 2 and "--transpose expects" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_non_finite_set_rejected(h5ad_dir, tmp_path, value, capsys):
+    code = main(["cluster", str(h5ad_dir / "toy.h5ad"), "--method", "cicl", "--n-clusters", "3",
+                 "--set", f"temperature={value}", "--out", str(tmp_path / "o.h5ad")])
+    err = capsys.readouterr().err
+    assert code == 2 and "temperature" in err and "finite" in err
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_table_orientation_note_and_unclear_table(tmp_path, capsys):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    neutral = pd.DataFrame(rng.poisson(3, (30, 30)), index=[f"r{i}" for i in range(30)],
+                           columns=[f"c{j}" for j in range(30)])
+    path = tmp_path / "square.csv"
+    neutral.to_csv(path)
+    out = tmp_path / "o.h5ad"
+    assert main(["cluster", str(path), "--method", "kmeans", "--n-clusters", "2", "--set", "n_pcs=5",
+                 "--out", str(out)]) == 2
+    assert "--transpose false/true" in capsys.readouterr().err and not out.exists()
+    assert main(["cluster", str(path), "--method", "kmeans", "--n-clusters", "2", "--set", "n_pcs=5",
+                 "--transpose", "false", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "read: rows read as cells because transpose=False was given" in captured.err
+    assert "on 30 cells" in captured.out
+
+
+def test_memory_and_os_errors_exit_2(h5ad_dir, tmp_path, capsys, monkeypatch):
+    import scclust_core.io as scio
+
+    for exc in (MemoryError(), OSError(28, "No space left on device")):
+        def fail(*a, _e=exc, **k):
+            raise _e
+
+        monkeypatch.setattr(scio, "read", fail)
+        code = main(["cluster", str(h5ad_dir / "toy.h5ad"), "--method", "kmeans", "--n-clusters", "3",
+                     "--out", str(tmp_path / "o.h5ad")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error:") and "Traceback" not in err
+
+
+def test_cluster_nan_metrics_print_na_and_warning(h5ad_dir, tmp_path, capsys):
+    src = ad.read_h5ad(h5ad_dir / "toy.h5ad")
+    src.obs["only"] = "x"
+    path = tmp_path / "one.h5ad"
+    src.write_h5ad(path)
+    code = main(["cluster", str(path), "--method", "kmeans", "--n-clusters", "3", "--set", "n_top_genes=100",
+                 "--set", "n_pcs=10", "--label-key", "only", "--out", str(tmp_path / "o.h5ad")])
+    captured = capsys.readouterr()
+    assert code == 0 and "ari=n/a" in captured.out and "1.000" not in captured.out
+    assert "warning: The reference annotation has a single category" in captured.err
+
+
+def test_bench_skips_annotation_without_usable_labels(tmp_path, counts_adata, capsys):
+    a = counts_adata.copy()
+    a.obs["cell_type"] = a.obs["cell_type"].astype(str)
+    a.obs.loc[a.obs_names[1:], "cell_type"] = None  # one labelled cell: nothing to score against
+    a.obs["cell_type"] = a.obs["cell_type"].astype("category")
+    d = tmp_path / "d"
+    d.mkdir()
+    a.write_h5ad(d / "one.h5ad")
+    assert main(["bench", "--data", str(d), "--methods", "kmeans", "--set", "n_top_genes=100",
+                 "--set", "n_pcs=10"]) == 0
+    captured = capsys.readouterr()
+    assert "skip one.h5ad: the reference annotation has 1 labelled cell" in captured.err
+    assert "1.000" not in captured.out

@@ -159,14 +159,16 @@ def test_table_override_and_fallback(tmp_path):
     frame = pd.DataFrame(values, index=[f"r{i}" for i in range(6)], columns=[f"c{j}" for j in range(10)])
     path = tmp_path / "neutral.csv"
     frame.to_csv(path)
-    auto = scio.read(path)  # names inconclusive -> larger dimension (10 columns) is genes
-    assert auto.shape == (6, 10)
+    with pytest.raises(scio.OrientationUnclearError, match="transpose=") as info:  # no evidence: ask, never guess
+        scio.read(path)
+    assert info.value.preview.shape == (6, 6)
+    assert scio.read(path, transpose=False).shape == (6, 10)
     flipped = scio.read(path, transpose=True)
     assert flipped.shape == (10, 6)
     np.testing.assert_array_equal(_dense(flipped.X), values.T)
     semi = tmp_path / "semi.txt"
     frame.to_csv(semi, sep=";")
-    assert scio.read(semi, sep=";").shape == (6, 10)
+    assert scio.read(semi, sep=";", transpose=False).shape == (6, 10)
 
 
 def test_table_dense_when_mostly_nonzero(tmp_path):

@@ -48,3 +48,48 @@ def test_evaluate_keys_and_missing_truth():
     assert out["ari"] == pytest.approx(1.0) and out["silhouette"] > 0.9
     assert metrics.evaluate(lab) == {"n_clusters": 2.0}
     assert np.isnan(metrics.silhouette(emb, np.zeros(60)))
+
+
+# ------------------------------------------------------------------------------------------------
+# annotations without usable labels: NaN with a warning, never a perfect score
+# ------------------------------------------------------------------------------------------------
+
+_UNUSABLE = {
+    "all NaN": np.array([np.nan] * 6),
+    "one category": np.array(["B"] * 6, dtype=object),
+    "one labelled cell": np.array(["B", None, None, None, None, None], dtype=object),
+    "all missing codes": np.array([-1] * 6),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_UNUSABLE))
+def test_unusable_labels_give_nan_and_warning(case):
+    truth = _UNUSABLE[case]
+    lab = np.array([0, 0, 0, 0, 0, 0])
+    for fn in (metrics.ari, metrics.nmi, metrics.ca):
+        with pytest.warns(metrics.UnusableLabelsWarning):
+            assert np.isnan(fn(truth, lab))
+    found: list[str] = []
+    with pytest.warns(metrics.UnusableLabelsWarning):
+        out = metrics.evaluate(lab, truth=truth, warnings_out=found)
+    assert np.isnan(out["ari"]) and np.isnan(out["nmi"]) and np.isnan(out["ca"])
+    assert len(found) == 1 and "NaN" in found[0]
+    assert metrics.label_problem(truth) is not None
+
+
+def test_two_labelled_cells_in_two_categories_are_usable():
+    truth = np.array(["A", "B", None, None], dtype=object)
+    assert metrics.label_problem(truth) is None
+    assert metrics.ari(truth, np.array([0, 1, 0, 0])) == pytest.approx(1.0)
+
+
+def test_fit_reports_nan_metrics_with_run_warning(counts_adata):
+    from scclust_core.methods import get_method
+
+    ad = counts_adata.copy()
+    ad.obs["one"] = "same"
+    m = get_method("kmeans")
+    res = m.fit(ad, m.default_config(n_clusters=3, n_top_genes=60, n_pcs=10), label_key="one")
+    assert np.isnan(res.metrics["ari"]) and np.isnan(res.metrics["nmi"])
+    assert any("single category" in w for w in res.extras["warnings"])
+    assert res.metrics["silhouette"] == res.metrics["silhouette"]  # label-free score still there

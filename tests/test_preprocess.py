@@ -79,9 +79,32 @@ def test_non_counts_raise_clear_error(counts_adata):
     with pytest.warns(UserWarning, match="already normalised and log-transformed"):
         out = pp.recipe_classic(ad, n_top_genes=50, n_pcs=10)
     assert out.uns["input_was_counts"] is False
-    ad.X = ad.X.multiply(100.0).tocsr()  # normalised but not logged: log1p is applied
-    with pytest.warns(UserWarning, match="applying log1p only"):
+    assert "taken as already normalised" in out.uns["input_warnings"][0]  # kept for the run's warnings
+    ad.X = ad.X.multiply(100.0).tocsr()  # normalised but not logged (max in the hundreds): refused
+    with pytest.raises(ValueError, match="neither raw counts .* nor log-scale"):
         pp.recipe_classic(ad, n_top_genes=50, n_pcs=10)
+    ad.X = ad.X.multiply(-1.0).tocsr()  # scaled / negative: refused
+    with pytest.raises(ValueError, match="negative"):
+        pp.recipe_classic(ad, n_top_genes=50, n_pcs=10)
+
+
+def test_lognormalised_input_keeps_sparse_and_refuses_cpm(counts_adata):
+    ad = counts_adata.copy()
+    ad.X = ad.X.multiply(0.37).tocsr().log1p()
+    x, msg = pp.lognormalised_input(ad, "test")
+    assert sp.issparse(x) and x.dtype == np.float32 and "normalisation and log1p were skipped" in msg
+    cpm = counts_adata.copy()
+    cpm.X = cpm.X.multiply(1e6 / np.asarray(cpm.X.sum(axis=1))).tocsr()  # CPM: max in the thousands
+    with pytest.raises(ValueError, match="apply log1p"):
+        pp.lognormalised_input(cpm, "test")
+
+
+def test_no_shared_gene_is_a_clear_error():
+    import anndata
+
+    x = sp.csr_matrix(np.eye(12, 10, dtype=np.float32) * 3)
+    with pytest.raises(ValueError, match="No gene is detected in two or more"):
+        pp.recipe_r1(anndata.AnnData(x))
 
 
 def test_counts_found_in_layer(counts_adata):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, TypeVar, Union, cast
@@ -60,7 +61,8 @@ class FitContext:
                  n_cells: int, snapshot_every: int, seed: int, device: str):
         self.method = method
         self.callback = callback or Callback()
-        self.truth = truth
+        # an annotation without usable labels scores nothing (NaN at the end, with a warning): no live ARI/NMI
+        self.truth = truth if truth is not None and _metrics.label_problem(truth) is None else None
         self.n_cells = int(n_cells)
         self.snapshot_every = int(snapshot_every)
         self.device = device
@@ -313,11 +315,15 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
             raise RuntimeError(f"{self.name} returned {embedding.shape[0]} embeddings / {labels.shape[0]} labels for {n} cells")
         if self.deep:
             ctx.finish(embedding, labels)
-        extras = self._final_extras(extras, labels, k, threads)
+        warns = data.input_warnings()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _metrics.UnusableLabelsWarning)  # kept in warns instead
+            final = _metrics.evaluate(labels, truth=truth, embedding=embedding, warnings_out=warns)
+        extras = self._final_extras(extras, labels, k, threads, warns)
         result = MethodResult(
             method=self.name, embedding=embedding, labels=labels, cell_index=cell_index, n_input_cells=adata.n_obs,
             history=ctx.history, snapshots=ctx.snapshots, snapshot_index=cell_index[ctx.sub_idx],
-            config=cfg.to_dict(), metrics=_metrics.evaluate(labels, truth=truth, embedding=embedding),
+            config=cfg.to_dict(), metrics=final,
             status="cancelled" if ctx.stop_requested else "completed", device=device,
             seconds=time.perf_counter() - t0, started_at=started,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), label_key=label_key,
@@ -345,10 +351,10 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
         return _codes(adata.obs[label_key])
 
     def _final_extras(self, extras: dict | None, labels: np.ndarray, k: int | None,
-                      threads: dict[str, Any]) -> dict[str, Any]:
+                      threads: dict[str, Any], input_warnings: list[str]) -> dict[str, Any]:
         out = dict(extras or {})
         out.setdefault("threads", dict(threads))
-        warns = degenerate_clustering_warnings(labels, k)
+        warns = list(input_warnings) + degenerate_clustering_warnings(labels, k)
         if warns:
             out["warnings"] = list(out.get("warnings", [])) + warns
             for w in warns:

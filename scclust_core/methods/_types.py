@@ -149,3 +149,11 @@ class Prepared:
 
     adata: AnnData
     cell_index: np.ndarray  # int64 rows of the input AnnData
+    #: doubts about the input (e.g. "X is not raw counts; taken as log-normalised"), kept in the run's warnings
+    warnings: list[str] = field(default_factory=list)
+
+    def input_warnings(self) -> list[str]:
+        """This object's warnings plus those a recipe left in ``adata.uns['input_warnings']``."""
+        extra = self.adata.uns.get("input_warnings", [])
+        extra = extra.tolist() if hasattr(extra, "tolist") else list(extra)
+        return list(dict.fromkeys([*self.warnings, *(str(w) for w in extra)]))

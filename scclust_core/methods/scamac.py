@@ -381,29 +381,26 @@ class ScAMAC(ClusteringMethod[ScAMACConfig]):
         except ValueError as err:
             if "raw integer counts" not in str(err):
                 raise
-            ad = self._from_lognormalised(adata, config)
+            ad, msg = self._from_lognormalised(adata, config)
+            return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64), warnings=[msg])
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
     @staticmethod
-    def _from_lognormalised(adata: AnnData, config: ScAMACConfig) -> AnnData:
-        from ..preprocess import _hvg
+    def _from_lognormalised(adata: AnnData, config: ScAMACConfig) -> tuple[AnnData, str]:
+        """X taken as log-normalised (only HVG selection applied), with the warning for the run; data that is
+        neither counts nor log-scale (negative, or max above ``LOG_SCALE_MAX``, e.g. CPM) is refused."""
+        from ..preprocess import _hvg, lognormalised_input
 
-        x = adata.X
-        data = x.data if sp.issparse(x) else np.asarray(x)
-        if not np.isfinite(data).all() or (data < 0).any():
-            raise ValueError("scAMAC needs raw counts or log-normalised (non-negative) values; X holds negative or "
-                             "non-finite values (it looks scaled). Upload the raw count matrix.")
-        msg = ("scAMAC: X does not hold raw counts; treating it as already normalised and log-transformed "
-               "(gene filter, normalisation and log1p skipped; only the HVG selection is applied)")
+        x, msg = lognormalised_input(adata, "scAMAC")
+        msg += " Only the HVG selection is applied (no gene filter)."
         logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=3)
-        ad = AnnData(sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32),
-                     obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+        ad = AnnData(x, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
         ad.obs["cell_index"] = np.arange(adata.n_obs, dtype=np.int64)
         ad = _hvg(ad, config.n_hvg)
         out = AnnData(np.asarray(ad.X.toarray() if sp.issparse(ad.X) else ad.X, dtype=np.float32),
                       obs=ad.obs.copy(), var=ad.var[[]].copy(), uns={"input_was_counts": False})
-        return out
+        return out, msg
 
     def planned_epochs(self, config: ScAMACConfig) -> int:
         return config.epochs * (config.de_epochs + config.fkm_epochs)

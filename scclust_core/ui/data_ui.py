@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from .. import io as scio
-from .. import plots
+from .. import metrics, plots
 from ..preprocess import filter_cells_genes, qc_metrics
 from . import state
 from .common import guard
@@ -20,7 +20,9 @@ def load_section() -> None:
             help="AnnData .h5ad, 10x Genomics .h5, a zipped 10x matrix folder (matrix.mtx, features/genes.tsv, "
                  "barcodes.tsv), or a CSV/TSV table (optionally .gz) with cells or genes as rows.")
         with st.expander("Table options (CSV/TSV only)"):
-            orient = st.radio("Rows of the table are", ["guess", "cells", "genes"], horizontal=True, key="orient")
+            orient = st.radio("Rows of the table are", ["auto", "cells", "genes"], horizontal=True, key="orient",
+                              help="auto: decided from the row/column names and totals; when they do not tell, "
+                                   "the app shows the table's corner and asks.")
     with c2:
         st.write("")
         st.write("")
@@ -28,16 +30,11 @@ def load_section() -> None:
     if up is not None and st.session_state.get("_loaded_upload") != up.file_id:
         st.session_state["_loaded_upload"] = up.file_id
         st.session_state.pop("_upload_error", None)
-        transpose = {"guess": None, "cells": False, "genes": True}[orient]
-        with st.status(f"Reading {up.name} ({up.size / 2**20:.1f} MB)…", expanded=False) as s:
-            try:
-                ad = scio.read(up, filename=up.name, transpose=transpose)
-                s.update(label="Saving to your workspace…")
-                state.set_adata(ad, up.name)
-                s.update(label=f"Loaded {up.name}", state="complete")
-            except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps its previous data
-                s.update(label=f"Could not read {up.name}", state="error")
-                st.session_state["_upload_error"] = f"Could not read **{up.name}**: {exc}"
+        st.session_state.pop(K_PENDING, None)
+        transpose = {"auto": None, "cells": False, "genes": True}[orient]
+        _read_upload(up.getvalue(), up.name, transpose)
+    if st.session_state.get(K_PENDING):
+        orientation_confirm()
     if st.session_state.get("_upload_error"):
         st.error(st.session_state["_upload_error"] + "  \nYour previous data and runs are unchanged.")
     if demo:
@@ -47,6 +44,56 @@ def load_section() -> None:
             state.set_adata(datasets.demo(), "PBMC demo (700 cells)")
             state.workspace().set_reference("bulk_labels")
             s.update(label="PBMC demo loaded", state="complete")
+
+
+K_PENDING = "_orient_pending"  # {"name", "data", "message", "preview"} of a table whose orientation is unclear
+
+
+def _read_upload(data: bytes, name: str, transpose: bool | None) -> bool:
+    """Read an upload into the workspace; an unclear table orientation is parked for the user to confirm."""
+    with st.status(f"Reading {name} ({len(data) / 2**20:.1f} MB)…", expanded=False) as s:
+        try:
+            ad = scio.read(data, filename=name, transpose=transpose)
+        except scio.OrientationUnclearError as exc:
+            s.update(label=f"{name}: which way round is the table?", state="error")
+            st.session_state[K_PENDING] = {"name": name, "data": data, "message": str(exc),
+                                           "preview": exc.preview}
+            return False
+        except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps its previous data
+            s.update(label=f"Could not read {name}", state="error")
+            st.session_state["_upload_error"] = f"Could not read **{name}**: {exc}"
+            return False
+        s.update(label="Saving to your workspace…")
+        state.set_adata(ad, name)
+        s.update(label=f"Loaded {name}", state="complete")
+    return True
+
+
+def orientation_confirm() -> None:
+    """Show the table's corner and ask which axis holds cells, then read it with that explicit choice."""
+    pending = st.session_state[K_PENDING]
+    with st.container(border=True):
+        st.warning(f"**{pending['name']}: are the rows cells or genes?** The file does not say clearly, and reading it "
+                   "the wrong way round would cluster genes instead of cells. Look at the corner of the table "
+                   "and choose.")
+        if pending.get("preview") is not None:
+            st.dataframe(pending["preview"], key="orient_preview")
+        with st.expander("Why the app could not tell"):
+            st.caption(pending["message"])
+        choice = st.radio("In this table, each row is", ["a cell (columns are genes)", "a gene (columns are cells)"],
+                          index=None, key="orient_choice")
+        if st.button("Read the table this way", key="orient_go", disabled=choice is None, type="primary"):
+            st.session_state.pop(K_PENDING, None)
+            if _read_upload(pending["data"], pending["name"], transpose=choice.startswith("a gene")):
+                st.rerun()
+
+
+def read_notes_section(ad) -> None:
+    """What the reader chose on the user's behalf (orientation, names, layer), from ``uns['scclust_read']``."""
+    report = scio.read_report(ad)
+    if report is None or not report.notes:
+        return
+    st.info(f"**How {report.source} was read** ({report.format}):\n" + "\n".join(f"- {n}" for n in report.notes))
 
 
 def summary_section() -> None:
@@ -62,6 +109,9 @@ def summary_section() -> None:
                    "X looks normalised: count-based methods (most deep methods) need raw counts.")
     cols[3].metric("Annotation columns", len(summ.annotation_columns))
     st.caption(summ.to_text())
+    read_notes_section(ad)
+    if summ.counts_location and summ.counts_location != "X":
+        st.caption(f"Raw counts for the deep methods and QC are taken from {summ.counts_location}.")
     if not summ.counts_location:
         st.warning("No raw counts: the deep methods need raw integer counts; only Leiden/K-means will run.")
     options = ["(none)"] + summ.annotation_columns
@@ -73,6 +123,9 @@ def summary_section() -> None:
     if new != current:
         state.workspace().set_reference(new)
     if new:
+        problem = metrics.label_problem(ad.obs[new].to_numpy())
+        if problem:
+            st.warning(f"'{new}' cannot score clusterings: {problem}.")
         counts = ad.obs[new].astype(str).value_counts()
         st.caption(f"{new}: {len(counts)} categories — " + ", ".join(f"{k} ({v})" for k, v in counts.head(12).items())
                    + (" …" if len(counts) > 12 else ""))
