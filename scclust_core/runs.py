@@ -171,6 +171,11 @@ class RunRecorder(Callback):
                          seconds=result.seconds, n_clusters=result.n_clusters)
         _write_json(self.dir / "run.json", self.meta)
 
+    def update(self, **fields: Any) -> None:
+        """Set fields of ``run.json`` (e.g. ``status="cancelled"`` for a queued run that never started)."""
+        self.meta.update(fields)
+        _write_json(self.dir / "run.json", self.meta)
+
     def fail(self, exc: BaseException) -> None:
         """Record a failure (the caller re-raises)."""
         self.meta.update(status="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}",

@@ -124,7 +124,8 @@ class Callback:
     """No-op base: override what you need (a run recorder, a UI job state, a progress bar)."""
 
     def on_train_begin(self, info: dict[str, Any]) -> None:
-        """``info``: method, total_epochs, n_cells, n_genes, device, config."""
+        """``info``: method, n_cells, n_genes, device, config, snapshot_index (input-cell rows the snapshots
+        follow, int64)."""
 
     def on_epoch_end(self, log: EpochLog, snapshot: Snapshot | None) -> None:
         """Called after every epoch of every phase."""
@@ -382,7 +383,8 @@ class ClusteringMethod(ABC):
                          snapshot_every=config.snapshot_every, seed=config.seed, device=device)
         ctx.device = device
         ctx.callback.on_train_begin({"method": self.name, "n_cells": n, "n_genes": data.adata.n_vars,
-                                     "device": device, "config": config.to_dict()})
+                                     "device": device, "config": config.to_dict(),
+                                     "snapshot_index": np.asarray(data.cell_index, dtype=np.int64)[ctx.sub_idx]})
         seed_everything(config.seed)
         embedding, labels, extras = self.train(data, config, ctx)
         embedding = np.ascontiguousarray(embedding, dtype=np.float32)

@@ -122,3 +122,20 @@ def settings_and_start() -> None:
             st.error(f"Cannot start: {exc}")
     if running is not None:
         c2.caption("A run is training; you can cancel it below. Start the next one when it ends.")
+
+
+def delete_run_button(rec) -> None:
+    """"Delete run" with a confirmation step (a popover), for finished, failed or interrupted runs."""
+    if rec.status in ("running", "queued"):
+        return
+    with st.popover("Delete this run", icon=":material/delete:"):
+        st.markdown(f"Delete run `{rec.run_id}` ({rec.method}) with its labels, curves, renames and cached views? "
+                    "This cannot be undone.")
+        if st.button("Delete permanently", type="primary", key=f"delete_{rec.run_id}"):
+            try:
+                state.delete_run(rec.run_id)
+            except ValueError as exc:
+                st.error(str(exc))
+                return
+            st.toast(f"Deleted run {rec.run_id}")
+            st.rerun()
