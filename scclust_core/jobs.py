@@ -22,6 +22,7 @@ light live state (its result is on disk) and leaves the registry after a while.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -404,6 +405,36 @@ def _mp_context():
     return ctx
 
 
+_LAUNCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_main_module():
+    """Start a child without re-running the caller's ``__main__`` in it.
+
+    multiprocessing re-imports the parent's main script in every child it does not fork directly; under Streamlit
+    ``__main__`` is the page script (app.py) while it runs, so the worker would run the app. The worker needs
+    nothing from ``__main__`` (its target and payload live in importable modules), so the main-module entries are
+    dropped from the preparation data while this process starts a child (serialised by a lock).
+    """
+    from multiprocessing import spawn
+
+    original = spawn.get_preparation_data
+
+    def without_main(name):
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    with _LAUNCH_LOCK:
+        spawn.get_preparation_data = without_main
+        try:
+            yield
+        finally:
+            spawn.get_preparation_data = original
+
+
 def _run_in_process(job: TrainingJob, callbacks: Callback) -> None:
     ctx = _mp_context()
     events = ctx.Queue()
@@ -415,7 +446,8 @@ def _run_in_process(job: TrainingJob, callbacks: Callback) -> None:
                "env": env}
     proc = ctx.Process(target=_child_main, args=(payload, events, job._mp_stop), daemon=True,
                        name=f"scclust-{job.run_id}")
-    proc.start()
+    with _without_main_module():
+        proc.start()
     job._proc = proc
     job._adata = None  # the child has its own copy now
     del payload
