@@ -99,6 +99,7 @@ def start_job(name: str, preset: str | None, params: dict, k: int | None, device
         get_counts(ad)  # raises a clear message for normalised data
     config = m.Config.from_preset(preset, **params, n_clusters=k, device=device)
     ws = state.workspace()
+    ws.check_quota(what="Another run")  # a clear message (WorkspaceQuotaError is a ValueError) instead of a full disk
     job = TrainingJob(ad, name, config, runs_root=ws.runs_dir, preset=preset, label_key=state.reference(),
                       dataset_name=ws.load_state().get("dataset_name"), workspace=ws.id)
     register_job(job).start()

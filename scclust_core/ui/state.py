@@ -28,6 +28,7 @@ K_ADATA = "_scclust_adata"  # (fingerprint, AnnData)
 K_RESULTS = "_scclust_results"  # run_id -> MethodResult
 K_LOGNORM = "_scclust_lognorm"  # (fingerprint, AnnData)
 K_RUN = "current_run"  # run id chosen in Explore/Markers/Export (plain key: survives page switches)
+DATA_WIDGET_KEYS = ("ref_pick",)  # widgets whose value is a choice stored per dataset in the workspace
 
 
 def init() -> Workspace:
@@ -89,13 +90,22 @@ def adata() -> AnnData | None:
     with st.spinner("Opening the dataset of this workspace…"):
         ad = ws.load_dataset()
     st.session_state[K_ADATA] = (fp, ad)
+    _forget_data_widgets()
     return ad
+
+
+def _forget_data_widgets() -> None:
+    """Other data: widgets showing per-dataset choices re-read them from the workspace (a widget's own state
+    would otherwise carry the previous dataset's reference over to this one)."""
+    for key in DATA_WIDGET_KEYS:
+        st.session_state.pop(key, None)
 
 
 def set_adata(ad: AnnData, name: str, **kw) -> None:
     ws = workspace()
     state = ws.set_dataset(ad, name, **kw)
     st.session_state[K_ADATA] = ((state.get("fingerprint") or {}).get("sha256"), ad)
+    _forget_data_widgets()
     st.session_state.pop(K_LOGNORM, None)
     st.session_state.pop(K_RUN, None)
 

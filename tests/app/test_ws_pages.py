@@ -74,3 +74,33 @@ def test_queued_training_is_shown_as_queued(finished_ws, tiny, ws_root, monkeypa
         gate.set()
         busy.join(30)
         mine.join(30)
+
+
+def test_reupload_brings_back_the_reference_on_the_data_page(finished_ws, tiny):
+    """Issue 17.10 in the app: A (reference cell_type) → B → A again: the Data page shows cell_type again."""
+    ws, run_id = finished_ws
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["ws"] = ws.id
+    at.run()
+    assert at.selectbox(key="ref_pick").value == "cell_type"
+    other = tiny.copy()
+    other.X = other.X * 2
+    other.obs["batch"] = "b1"
+    ws.set_dataset(other, "b.h5ad")
+    at.run()
+    assert not at.exception and at.selectbox(key="ref_pick").value == "(none)"
+    ws.set_dataset(tiny, "a.h5ad")
+    at.run()
+    assert not at.exception and at.selectbox(key="ref_pick").value == "cell_type"
+    assert [r.run_id for r in ws.list_runs()] == [run_id]  # its runs are back too
+
+
+def test_quota_blocks_a_new_run_with_a_message(finished_ws, monkeypatch):
+    ws, _ = finished_ws
+    monkeypatch.setenv("SCCLUST_WORKSPACE_QUOTA_MB", str(ws.usage_bytes() / 2**20 / 2))
+    at = _cluster_page(ws.id)
+    at.selectbox(key="method_pick").set_value("kmeans").run()
+    at.button(key="start").click().run()
+    assert not at.exception
+    assert any("over its quota" in e.value for e in at.error)
+    assert len(ws.list_runs()) == 1
