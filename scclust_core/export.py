@@ -13,6 +13,7 @@ adds, for every chosen run with key ``k`` (``<method>_<id>``):
 """
 from __future__ import annotations
 
+import dataclasses
 import io as _io
 import json
 import logging
@@ -65,9 +66,16 @@ def labeled_adata(adata: AnnData, runs: Sequence[RunExport]) -> AnnData:
     from . import __version__
     from .plots import palette
 
+    from .methods._run import free_key
+
     out = adata.copy()
-    meta: dict[str, Any] = {"version": __version__, "runs": {}}
+    meta: dict[str, Any] = {"version": __version__, "runs": {}, "renamed_keys": {}}
     for i, r in enumerate(runs):
+        key = free_key(out, r.key)  # never overwrite a column that came with the upload (issue 14.4)
+        if key != r.key:
+            logger.info("obs[%r] came with the data: run written as %r", r.key, key)
+            meta["renamed_keys"][r.key] = key
+            r = dataclasses.replace(r, key=key)
         lab = pd.Series(r.labels).reset_index(drop=True)
         if len(lab) != out.n_obs:
             raise ValueError(f"Run {r.key} has {len(lab)} labels but the data has {out.n_obs} cells")
@@ -87,7 +95,7 @@ def labeled_adata(adata: AnnData, runs: Sequence[RunExport]) -> AnnData:
         if r.umap is not None:
             xy = _finite_xy(r.umap)
             out.obsm[f"X_{r.key}_umap"] = xy
-            if "X_umap" not in out.obsm or i == 0:
+            if "X_umap" not in adata.obsm and ("X_umap" not in out.obsm or i == 0):  # an uploaded X_umap stays
                 out.obsm["X_umap"] = xy
         rec = r.record or {}
         meta["runs"][r.key] = {

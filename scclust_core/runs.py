@@ -18,6 +18,7 @@ import logging
 import os
 import platform
 import random
+import re
 import secrets
 import socket
 import traceback
@@ -28,12 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_path, atomic_write_text
 from .methods._types import Callback, EpochLog, MethodResult, Snapshot
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["seed_everything", "env_versions", "default_root", "RunRecorder", "RunRecord", "load_run",
-           "list_runs", "load_result", "save_result", "new_run_id"]
+           "list_runs", "load_result", "save_result", "new_run_id", "validate_run_id"]
+
+#: a run id is one path component: letters, digits, ``-`` and ``_`` (no dots, no separators), at most 128
+RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
 
 
 def seed_everything(seed: int) -> None:
@@ -76,7 +81,17 @@ def default_root() -> Path:
 
 def new_run_id(method: str, seed: int) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}_{method}_s{seed}_{secrets.token_hex(3)}"
+    return validate_run_id(f"{stamp}_{method}_s{seed}_{secrets.token_hex(3)}")
+
+
+def validate_run_id(run_id: object) -> str:
+    """``run_id`` if it is a safe single path component (see ``RUN_ID_RE``), else a ``ValueError``.
+
+    Run ids reach file paths from URLs and widgets: ``..``, ``/``, NUL or an absolute path must never get through.
+    """
+    if not isinstance(run_id, str) or not RUN_ID_RE.fullmatch(run_id):
+        raise ValueError(f"Invalid run id {run_id!r}: expected letters, digits, '-' or '_' (at most 128)")
+    return run_id
 
 
 def _now() -> str:
@@ -106,9 +121,8 @@ def _clean_nan(obj: Any) -> Any:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_clean_nan(data), indent=2, default=_json_default))
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    # atomic (unique temporary name + os.replace): a reader never sees half a file, two writers never collide
+    atomic_write_text(path, json.dumps(_clean_nan(data), indent=2, default=_json_default))
 
 
 class RunRecorder(Callback):
@@ -117,7 +131,7 @@ class RunRecorder(Callback):
     def __init__(self, root: str | Path | None = None, *, method: str, seed: int, preset: str | None = None,
                  dataset: dict | None = None, label_key: str | None = None, run_id: str | None = None,
                  extra: dict | None = None):
-        self.run_id = run_id or new_run_id(method, seed)
+        self.run_id = validate_run_id(run_id) if run_id is not None else new_run_id(method, seed)
         self.dir = Path(root or default_root()) / self.run_id
         self.dir.mkdir(parents=True, exist_ok=False)
         self.meta: dict[str, Any] = {
@@ -142,7 +156,7 @@ class RunRecorder(Callback):
             # new columns (e.g. a new phase with other losses): rewrite with the union of columns
             rows = _read_csv(path) if path.exists() else []
             self._history_fields = list(dict.fromkeys([*(self._history_fields or []), *row]))
-            with path.open("w", newline="") as fh:
+            with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=self._history_fields)
                 w.writeheader()
                 w.writerows(rows)
@@ -156,6 +170,11 @@ class RunRecorder(Callback):
         save_result(result, self.dir)
         self.meta.update(status=result.status, finished_at=_now(), metrics=result.metrics,
                          seconds=result.seconds, n_clusters=result.n_clusters)
+        _write_json(self.dir / "run.json", self.meta)
+
+    def update(self, **fields: Any) -> None:
+        """Set fields of ``run.json`` (e.g. ``status="cancelled"`` for a queued run that never started)."""
+        self.meta.update(fields)
         _write_json(self.dir / "run.json", self.meta)
 
     def fail(self, exc: BaseException) -> None:
@@ -174,23 +193,26 @@ def save_result(result: MethodResult, directory: str | Path) -> Path:
     """Write labels.csv, embedding.npy, snapshots.npz and result.json of ``result`` into ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    np.save(d / "embedding.npy", result.embedding)
-    with (d / "labels.csv").open("w", newline="") as fh:
+    with atomic_path(d / "embedding.npy") as tmp, tmp.open("wb") as fh:
+        np.save(fh, result.embedding)
+    with atomic_path(d / "labels.csv") as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["cell_index", "label"])
         w.writerows(zip(result.cell_index.tolist(), result.labels.tolist()))
     if result.snapshots:
-        np.savez_compressed(
-            d / "snapshots.npz",
-            epochs=np.array([s.epoch for s in result.snapshots], dtype=np.int64),
-            phases=np.array([s.phase for s in result.snapshots], dtype="U32"),
-            xy=np.stack([s.xy for s in result.snapshots]).astype(np.float32),
-            labels=np.stack([s.labels for s in result.snapshots]).astype(np.int64),
-            index=result.snapshot_index.astype(np.int64),
-        )
+        with atomic_path(d / "snapshots.npz") as tmp, tmp.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                epochs=np.array([s.epoch for s in result.snapshots], dtype=np.int64),
+                phases=np.array([s.phase for s in result.snapshots], dtype="U32"),
+                xy=np.stack([s.xy for s in result.snapshots]).astype(np.float32),
+                labels=np.stack([s.labels for s in result.snapshots]).astype(np.int64),
+                index=result.snapshot_index.astype(np.int64),
+            )
     pd_hist = result.history_frame()
     if len(pd_hist):
-        pd_hist.to_csv(d / "history.csv", index=False)
+        with atomic_path(d / "history.csv") as tmp:
+            pd_hist.to_csv(tmp, index=False)
     _write_json(d / "result.json", {
         "method": result.method, "config": result.config, "metrics": result.metrics, "status": result.status,
         "device": result.device, "seconds": result.seconds, "started_at": result.started_at,
@@ -244,7 +266,7 @@ def load_run(path: str | Path, *, live_pids: set[int] | None = None) -> RunRecor
     """
     path = Path(path)
     meta = json.loads((path / "run.json").read_text())
-    if meta.get("status") == "running":
+    if meta.get("status") in ("running", "queued"):
         pid = meta.get("pid")
         alive = (pid in live_pids) if live_pids is not None else (_pid_alive(pid) and meta.get("host") == socket.gethostname())
         if not alive:

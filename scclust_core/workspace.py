@@ -1,38 +1,67 @@
-"""Per-user workspace on disk: the current dataset, the user's edits and the run records.
+"""Per-user workspace on disk: the current dataset, the user's choices and the run records.
 
 A workspace is a directory ``<root>/<ws_id>/`` where ``root`` is ``$SCCLUST_WORKSPACES`` (default
-``./scclust_workspaces``) and ``ws_id`` is a random token the app keeps in the page URL (``?ws=...``), so a
-browser refresh or a server restart reopens the same workspace while another browser session gets its own::
+``./scclust_workspaces``) and ``ws_id`` is a random 128-bit token the app keeps in the page URL (``?ws=...``), so
+a browser refresh or a server restart reopens the same workspace while another browser session gets its own.
+The id is the only credential: it is unguessable, matched in full, and an id that names no existing workspace
+(typed, guessed or expired) is never adopted: the visitor gets a fresh random one::
 
     dataset.h5ad            the current dataset (as uploaded, or after QC filtering)
     dataset_original.h5ad   the dataset before QC filtering (kept so filtering can be undone)
-    state.json              dataset name/fingerprint, reference annotation, cluster renames/merges per run
+    state.json              dataset name/fingerprint, reference annotation, cluster renames/merges per run,
+                            and the user's choices per dataset fingerprint (re-uploading a file restores them)
     runs/<run_id>/          run records written by :class:`scclust_core.runs.RunRecorder`
     cache/                  derived data (UMAP/t-SNE/PCA coordinates, marker tables); safe to delete
+
+Nothing is lost: every write is atomic (unique temporary file + ``os.replace``), mutations hold a per-workspace
+lock (a thread lock plus ``fcntl.flock``, so two sessions or two server processes never interleave), and a new
+dataset replaces the old one only once it is completely written (a full disk leaves the previous dataset, state
+and runs as they were). Growth is bounded: the directory is created on the first write (not per page view),
+runs can be deleted, idle workspaces are swept after ``$SCCLUST_WORKSPACE_TTL_HOURS`` (default 720; 0 = never)
+and a workspace may hold at most ``$SCCLUST_WORKSPACE_QUOTA_MB`` (default 5000; 0 = no limit).
 
 Nothing here imports Streamlit; the UI calls these functions and tests use them directly.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ._atomic import atomic_path, atomic_write_text
+
+try:  # POSIX: a lock other processes (a second server worker) respect too
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the thread lock still serialises this process
+    fcntl = None  # type: ignore[assignment]
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Workspace", "default_root", "new_workspace_id", "valid_workspace_id", "apply_edits"]
+__all__ = ["Workspace", "WorkspaceQuotaError", "default_root", "new_workspace_id", "valid_workspace_id",
+           "apply_edits", "sweep_idle", "quota_bytes", "idle_seconds"]
 
-_ID_RE = re.compile(r"^[a-z0-9]{8,40}$")
+#: 32 lowercase hex digits = 128 random bits (``secrets.token_hex(16)``), matched in full
+_ID_RE = re.compile(r"[0-9a-f]{32}")
+#: ids of earlier versions (8-40 lowercase letters/digits); only the sweeper recognises them, to clean up
+_LEGACY_ID_RE = re.compile(r"[a-z0-9]{8,40}")
+_MAX_CHOICES = 50  # datasets whose choices are remembered per workspace
+
+
+class WorkspaceQuotaError(ValueError):
+    """The workspace would grow past its disk quota (the message says how much and what to delete)."""
 
 
 def default_root() -> Path:
@@ -40,19 +69,120 @@ def default_root() -> Path:
     return Path(os.environ.get("SCCLUST_WORKSPACES", "scclust_workspaces"))
 
 
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
+def quota_bytes() -> int | None:
+    """Disk quota per workspace from ``$SCCLUST_WORKSPACE_QUOTA_MB`` (default 5000 MB; 0 = no quota)."""
+    mb = _env_number("SCCLUST_WORKSPACE_QUOTA_MB", 5000.0)
+    return None if mb == 0 else int(mb * 2**20)
+
+
+def idle_seconds() -> float | None:
+    """Idle time after which a workspace is swept, from ``$SCCLUST_WORKSPACE_TTL_HOURS`` (default 720; 0 = never)."""
+    hours = _env_number("SCCLUST_WORKSPACE_TTL_HOURS", 720.0)
+    return None if hours == 0 else hours * 3600.0
+
+
 def new_workspace_id() -> str:
-    return secrets.token_hex(8)
+    """128 random bits as 32 hex digits: the id is the workspace's only credential."""
+    return secrets.token_hex(16)
 
 
 def valid_workspace_id(ws_id: Any) -> bool:
-    """Only short lowercase tokens: an id from the URL must never be able to point outside the root."""
-    return isinstance(ws_id, str) and bool(_ID_RE.match(ws_id))
+    """True for ids of the form :func:`new_workspace_id` makes (full match: no prefix or suffix gets through)."""
+    return isinstance(ws_id, str) and _ID_RE.fullmatch(ws_id) is not None
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
+
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+def _fmt_mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB" if n < 10 * 2**30 else f"{n / 2**30:,.1f} GB"
+
+
+class _DirLock:
+    """Re-entrant lock for one workspace directory: a thread lock, and ``flock`` on ``.lock`` while held."""
+
+    def __init__(self) -> None:
+        self.rlock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self, lock_file: Path, *, blocking: bool = True) -> Iterator[bool]:
+        if not self.rlock.acquire(blocking=blocking):
+            yield False
+            return
+        try:
+            if self.depth == 0 and not self._flock(lock_file, blocking):
+                yield False
+                return
+            self.depth += 1
+            try:
+                yield True
+            finally:
+                self.depth -= 1
+                if self.depth == 0 and self.fd is not None:
+                    if fcntl is not None:
+                        fcntl.flock(self.fd, fcntl.LOCK_UN)
+                    os.close(self.fd)
+                    self.fd = None
+        finally:
+            self.rlock.release()
+
+    def _flock(self, lock_file: Path, blocking: bool) -> bool:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return False
+        self.fd = fd
+        return True
+
+
+_LOCKS: dict[str, _DirLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _reset_locks_in_child() -> None:
+    """A forked child starts with no lock held (a thread of the parent may have held one at fork time)."""
+    global _LOCKS_GUARD
+    _LOCKS.clear()
+    _LOCKS_GUARD = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
+def _dir_lock(directory: Path) -> _DirLock:
+    key = os.path.abspath(directory)
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, _DirLock())
 
 
 def apply_edits(labels: pd.Series | np.ndarray, edits: dict[str, str] | None) -> pd.Series:
@@ -81,23 +211,51 @@ def apply_edits(labels: pd.Series | np.ndarray, edits: dict[str, str] | None) ->
 
 
 class Workspace:
-    """One user's workspace directory (see the module docstring)."""
+    """One user's workspace directory (see the module docstring). Creating the object writes nothing."""
 
     def __init__(self, ws_id: str, root: str | Path | None = None):
         if not valid_workspace_id(ws_id):
-            raise ValueError(f"Invalid workspace id {ws_id!r}: expected 8-40 lowercase letters or digits")
+            raise ValueError(f"Invalid workspace id {ws_id!r}: expected 32 lowercase hex digits")
         self.id = ws_id
         self.root = Path(root) if root is not None else default_root()
         self.dir = self.root / ws_id
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def create(cls, root: str | Path | None = None) -> "Workspace":
+        """A new workspace with a fresh random id (its directory appears with the first write)."""
+        return cls(new_workspace_id(), root)
 
     @classmethod
     def open(cls, ws_id: str | None = None, root: str | Path | None = None) -> "Workspace":
-        """Open ``ws_id`` (created when missing) or, if it is None or invalid, a new workspace."""
-        if not valid_workspace_id(ws_id):
-            ws_id = new_workspace_id()
-        return cls(ws_id, root)  # type: ignore[arg-type]
+        """The existing workspace ``ws_id``; for None, a malformed id or one that names no workspace on disk, a
+        new one with a random id (a caller can never choose its own id)."""
+        if valid_workspace_id(ws_id):
+            ws = cls(ws_id, root)  # type: ignore[arg-type]
+            if ws.exists():
+                ws.touch()
+                return ws
+            logger.info("Workspace id from the URL names no workspace (expired or never created): new workspace")
+        return cls.create(root)
+
+    def exists(self) -> bool:
+        return self.dir.is_dir()
+
+    def touch(self) -> None:
+        """Mark the workspace as in use (the idle sweeper looks at this time)."""
+        if self.exists():
+            with contextlib.suppress(OSError):
+                (self.dir / ".active").touch()
+
+    def _ensure(self) -> None:
+        for d in (self.runs_dir, self.dir / "cache"):
+            d.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this workspace's lock (threads of this process and other processes); re-entrant."""
+        self._ensure()
+        with _dir_lock(self.dir).hold(self.dir / ".lock"):
+            yield
 
     # ------------------------------------------------------------------ paths
     @property
@@ -106,7 +264,11 @@ class Workspace:
 
     @property
     def cache_dir(self) -> Path:
-        return self.dir / "cache"
+        """Derived data; created here only when the workspace itself exists (never by a read)."""
+        d = self.dir / "cache"
+        if self.exists():
+            d.mkdir(exist_ok=True)
+        return d
 
     @property
     def dataset_path(self) -> Path:
@@ -122,22 +284,60 @@ class Workspace:
 
     # ------------------------------------------------------------------ state
     def load_state(self) -> dict[str, Any]:
+        """The state (``{}`` when there is none or it cannot be read; a mutation then keeps the unreadable file)."""
+        try:
+            return self._read_state()
+        except ValueError as exc:
+            logger.warning("%s", exc)
+            return {}
+
+    def _read_state(self) -> dict[str, Any]:
         if not self.state_path.exists():
             return {}
         try:
-            return json.loads(self.state_path.read_text())
+            data = json.loads(self.state_path.read_text())
         except (OSError, ValueError) as exc:
-            logger.warning("Unreadable workspace state %s: %s", self.state_path, exc)
+            raise ValueError(f"Unreadable workspace state {self.state_path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"Unreadable workspace state {self.state_path}: not a JSON object")
+        return data
+
+    def _state_for_update(self) -> dict[str, Any]:
+        """The state to modify (call under the lock). An unreadable file is moved aside, never overwritten."""
+        try:
+            return self._read_state()
+        except ValueError as exc:
+            aside = self.state_path.with_name(f"state.unreadable-{int(time.time())}.json")
+            os.replace(self.state_path, aside)
+            logger.warning("%s; kept as %s, starting from an empty state", exc, aside.name)
             return {}
 
     def save_state(self, state: dict[str, Any]) -> None:
-        _write_json(self.state_path, state)
+        with self.lock():
+            _write_json(self.state_path, state)
 
     def update_state(self, **changes: Any) -> dict[str, Any]:
-        state = self.load_state()
-        state.update(changes)
-        self.save_state(state)
-        return state
+        with self.lock():
+            state = self._state_for_update()
+            state.update(changes)
+            _write_json(self.state_path, state)
+            return state
+
+    # ------------------------------------------------------------------ quota
+    def usage_bytes(self) -> int:
+        return _dir_bytes(self.dir) if self.exists() else 0
+
+    def check_quota(self, extra_bytes: int = 0, *, what: str = "This") -> None:
+        """Raise :class:`WorkspaceQuotaError` when the workspace plus ``extra_bytes`` exceeds the quota."""
+        quota = quota_bytes()
+        if quota is None:
+            return
+        used = self.usage_bytes()
+        if used + extra_bytes > quota:
+            raise WorkspaceQuotaError(
+                f"{what} would bring this workspace to {_fmt_mb(used + extra_bytes)}, over its quota of "
+                f"{_fmt_mb(quota)} (now {_fmt_mb(used)}). Delete runs you no longer need (Cluster page), or ask "
+                "the administrator to raise SCCLUST_WORKSPACE_QUOTA_MB.")
 
     # ------------------------------------------------------------------ dataset
     def has_dataset(self) -> bool:
@@ -147,28 +347,58 @@ class Workspace:
                     filter_params: dict | None = None) -> dict[str, Any]:
         """Store ``adata`` as the current dataset; returns the new state.
 
-        A new upload replaces the dataset (earlier runs stay on disk, tied to their own dataset fingerprint)
-        and clears the reference annotation and edits. QC filtering keeps the pre-filter copy.
+        All or nothing: the new file and state are written to temporary files first and replace the old ones
+        only when complete, so a failed write (disk full, quota) leaves the previous dataset, state and runs as
+        they were. A new upload restores the choices made earlier for the same data (same fingerprint), else
+        clears them; QC filtering keeps the pre-filter copy and the current choices.
         """
         from .io import dataset_fingerprint, write
 
-        if filtered_from_original:
-            if not self.original_path.exists():
-                shutil.copyfile(self.dataset_path, self.original_path)
-        elif self.original_path.exists():
-            self.original_path.unlink()
-        write(adata, self.dataset_path)
         fp = dataset_fingerprint(adata)
-        state = self.load_state()
-        reference = state.get("reference") if filtered_from_original else None
+        with self.lock(), contextlib.ExitStack() as stack:
+            state = self._state_for_update()
+            old_bytes = self._file_bytes(self.dataset_path)
+            state_tmp = stack.enter_context(atomic_path(self.state_path))
+            data_tmp = stack.enter_context(atomic_path(self.dataset_path))
+            write(adata, data_tmp)
+            added = data_tmp.stat().st_size - old_bytes
+            if filtered_from_original and not self.original_path.exists() and self.has_dataset():
+                orig_tmp = stack.enter_context(atomic_path(self.original_path))
+                shutil.copyfile(self.dataset_path, orig_tmp)
+                added += old_bytes
+            elif not filtered_from_original:
+                added -= self._file_bytes(self.original_path)
+            self.check_quota(max(added, 0), what="This dataset")
+            state = self._dataset_state(state, adata, name, fp, filtered_from_original, filter_params)
+            state_tmp.write_text(json.dumps(state, indent=2, default=str))
+        # the new dataset and state are in place: the pre-filter copy of an earlier upload no longer applies
+        if not filtered_from_original and self.original_path.exists():
+            with contextlib.suppress(OSError):
+                self.original_path.unlink()
+        return state
+
+    @staticmethod
+    def _file_bytes(path: Path) -> int:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
+
+    def _dataset_state(self, state: dict[str, Any], adata: AnnData, name: str, fp: dict, filtered: bool,
+                       filter_params: dict | None) -> dict[str, Any]:
+        """The state after a new dataset: the reference kept (filtering) or restored from this data's choices."""
+        if filtered:
+            reference = state.get("reference")
+        else:
+            reference = ((state.get("choices") or {}).get(fp.get("sha256")) or {}).get("reference")
         if reference is not None and reference not in adata.obs:
             reference = None
         state.update(dataset_name=name, fingerprint=fp, n_cells=int(adata.n_obs), n_genes=int(adata.n_vars),
-                     reference=reference, filter=filter_params if filtered_from_original else None,
+                     reference=reference, filter=filter_params if filtered else None,
                      loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        if not filtered_from_original:
+        if not filtered:
             state["original_name"] = name
-        self.save_state(state)
+        _remember_choice(state, reference=reference)
         return state
 
     def load_dataset(self) -> AnnData | None:
@@ -180,21 +410,23 @@ class Workspace:
 
     def undo_filter(self) -> bool:
         """Go back to the dataset before QC filtering; False when there was no filtering."""
-        if not self.original_path.exists():
-            return False
         import anndata
 
-        adata = anndata.read_h5ad(self.original_path)
-        name = self.load_state().get("original_name", "dataset")
-        shutil.copyfile(self.original_path, self.dataset_path)
-        self.original_path.unlink()
         from .io import dataset_fingerprint
 
-        state = self.load_state()
-        ref = state.get("reference")
-        state.update(dataset_name=name, fingerprint=dataset_fingerprint(adata), n_cells=int(adata.n_obs),
-                     n_genes=int(adata.n_vars), filter=None, reference=ref if ref in adata.obs else None)
-        self.save_state(state)
+        with self.lock():
+            if not self.original_path.exists():
+                return False
+            adata = anndata.read_h5ad(self.original_path)
+            state = self._state_for_update()
+            ref = state.get("reference")
+            state.update(dataset_name=state.get("original_name", "dataset"), fingerprint=dataset_fingerprint(adata),
+                         n_cells=int(adata.n_obs), n_genes=int(adata.n_vars), filter=None,
+                         reference=ref if ref in adata.obs else None)
+            _remember_choice(state, reference=state["reference"])
+            with atomic_path(self.state_path) as state_tmp:
+                state_tmp.write_text(json.dumps(state, indent=2, default=str))
+                os.replace(self.original_path, self.dataset_path)  # a rename: needs no free space
         return True
 
     @property
@@ -202,31 +434,43 @@ class Workspace:
         fp = self.load_state().get("fingerprint") or {}
         return fp.get("sha256")
 
-    # ------------------------------------------------------------------ reference annotation
+    # ------------------------------------------------------------------ reference annotation (a choice per data)
     def reference(self) -> str | None:
         return self.load_state().get("reference")
 
     def set_reference(self, column: str | None) -> None:
-        self.update_state(reference=column or None)
+        """Set the reference annotation, remembered for this dataset's fingerprint (a re-upload restores it)."""
+        with self.lock():
+            state = self._state_for_update()
+            state["reference"] = column or None
+            _remember_choice(state, reference=column or None)
+            _write_json(self.state_path, state)
+
+    def choices(self) -> dict[str, Any]:
+        """The user's choices remembered for the current dataset (e.g. ``{"reference": "cell_type"}``)."""
+        state = self.load_state()
+        return dict((state.get("choices") or {}).get((state.get("fingerprint") or {}).get("sha256"), {}))
 
     # ------------------------------------------------------------------ edits (renames / merges)
     def edits(self, run_id: str) -> dict[str, str]:
         return dict((self.load_state().get("edits") or {}).get(run_id, {}))
 
     def set_edits(self, run_id: str, mapping: dict[str, str]) -> None:
-        state = self.load_state()
-        all_edits = state.get("edits") or {}
-        clean = {str(k): str(v).strip() for k, v in mapping.items() if str(v).strip() and str(v).strip() != str(k)}
-        if clean:
-            all_edits[run_id] = clean
-        else:
-            all_edits.pop(run_id, None)
-        state["edits"] = all_edits
-        self.save_state(state)
+        with self.lock():
+            state = self._state_for_update()
+            all_edits = state.get("edits") or {}
+            clean = {str(k): str(v).strip() for k, v in mapping.items()
+                     if str(v).strip() and str(v).strip() != str(k)}
+            if clean:
+                all_edits[run_id] = clean
+            else:
+                all_edits.pop(run_id, None)
+            state["edits"] = all_edits
+            _write_json(self.state_path, state)
 
     # ------------------------------------------------------------------ runs
     def list_runs(self, *, active_ids: set[str] | None = None, this_dataset: bool = True) -> list:
-        """Run records, newest first. A ``running`` run not in ``active_ids`` is reported ``interrupted``.
+        """Run records, newest first. A ``running``/``queued`` run not in ``active_ids`` is ``interrupted``.
 
         ``this_dataset``: only runs made on the current dataset (same fingerprint).
         """
@@ -237,7 +481,7 @@ class Workspace:
         fp = self.fingerprint
         out = []
         for r in records:
-            if r.status == "running" and r.run_id not in active:
+            if r.status in ("running", "queued") and r.run_id not in active:
                 r.meta["status"] = "interrupted"
             if this_dataset and fp is not None and (r.meta.get("dataset") or {}).get("sha256") != fp:
                 continue
@@ -245,9 +489,9 @@ class Workspace:
         return out
 
     def run_dir(self, run_id: str) -> Path:
-        if not re.match(r"^[A-Za-z0-9_.\-]+$", run_id):
-            raise ValueError(f"Invalid run id {run_id!r}")
-        return self.runs_dir / run_id
+        from .runs import validate_run_id
+
+        return self.runs_dir / validate_run_id(run_id)
 
     def run_labels(self, run_id: str, n_cells: int, *, edited: bool = True) -> pd.Series:
         """Labels of a finished run for every cell of the current dataset (NaN for cells the run dropped)."""
@@ -263,12 +507,77 @@ class Workspace:
         s = pd.Series(pd.Categorical(values, categories=cats))
         return apply_edits(s, self.edits(run_id)) if edited else s
 
-    def delete_run(self, run_id: str) -> None:
+    def delete_run(self, run_id: str, *, active_ids: Iterable[str] = ()) -> None:
+        """Delete a run's record, edits and cached views; a run still training must be cancelled first."""
         d = self.run_dir(run_id)
-        if d.exists():
-            shutil.rmtree(d)
-        state = self.load_state()
-        (state.get("edits") or {}).pop(run_id, None)
-        self.save_state(state)
-        for f in self.cache_dir.glob(f"{run_id}*"):
-            f.unlink()
+        if run_id in set(active_ids):
+            raise ValueError(f"Run {run_id} is still training or queued: cancel it before deleting it")
+        with self.lock():
+            if d.exists():
+                shutil.rmtree(d)
+            state = self._state_for_update()
+            if run_id in (state.get("edits") or {}):
+                state["edits"].pop(run_id)
+                _write_json(self.state_path, state)
+            for f in self.cache_dir.glob(f"{run_id}_*"):
+                f.unlink()
+
+
+def _remember_choice(state: dict[str, Any], **choice: Any) -> None:
+    """Store ``choice`` under the state's current fingerprint (at most ``_MAX_CHOICES`` datasets, newest kept)."""
+    sha = (state.get("fingerprint") or {}).get("sha256")
+    if not sha:
+        return
+    choices = state.get("choices") or {}
+    entry = choices.pop(sha, {})  # re-inserted last: the most recently used dataset
+    entry.update(choice)
+    choices[sha] = entry
+    while len(choices) > _MAX_CHOICES:
+        choices.pop(next(iter(choices)))
+    state["choices"] = choices
+
+
+def _last_active(directory: Path) -> float:
+    """Newest modification time among the files that change when a workspace is used or a run trains."""
+    times = [0.0]
+    for p in (directory, directory / ".active", directory / "state.json"):
+        with contextlib.suppress(OSError):
+            times.append(p.stat().st_mtime)
+    runs = directory / "runs"
+    if runs.is_dir():
+        for run in runs.iterdir():
+            with contextlib.suppress(OSError):
+                times.append((run / "run.json").stat().st_mtime)
+    return max(times)
+
+
+def sweep_idle(root: str | Path | None = None, *, max_idle_s: float | None = None,
+               keep: Iterable[str] = (), now: float | None = None) -> list[str]:
+    """Delete workspaces unused for ``max_idle_s`` seconds (default :func:`idle_seconds`); returns their ids.
+
+    Workspaces in ``keep`` (e.g. with a training job) and workspaces locked by someone else are left alone.
+    Only directories that look like workspaces (an id-shaped name holding ``runs/`` or ``state.json``) are
+    touched, so a misconfigured root cannot lose unrelated files.
+    """
+    root = Path(root) if root is not None else default_root()
+    limit = idle_seconds() if max_idle_s is None else max_idle_s
+    if limit is None or not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    keep = set(keep)
+    removed = []
+    for d in root.iterdir():
+        name = d.name
+        if name in keep or not d.is_dir() or not (_ID_RE.fullmatch(name) or _LEGACY_ID_RE.fullmatch(name)):
+            continue
+        if not ((d / "runs").is_dir() or (d / "state.json").exists()) or now - _last_active(d) < limit:
+            continue
+        with _dir_lock(d).hold(d / ".lock", blocking=False) as got:
+            if not got:
+                continue
+            shutil.rmtree(d, ignore_errors=True)
+        with _LOCKS_GUARD:
+            _LOCKS.pop(os.path.abspath(d), None)
+        removed.append(name)
+        logger.info("Swept workspace %s (idle for more than %.0f hours)", name, limit / 3600)
+    return removed

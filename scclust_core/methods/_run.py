@@ -1,6 +1,8 @@
 """``run_method``: fit a registered method and write the results back into AnnData, the scanpy way."""
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,12 @@ from ..config import MethodConfig
 from ._base import Callback, CallbackList, MethodResult
 from ._registry import get_method
 
-__all__ = ["run_method", "write_result"]
+__all__ = ["run_method", "write_result", "free_key", "WRITTEN_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+#: ``uns`` entry listing the keys :func:`write_result` wrote, so it can tell its own columns from the user's
+WRITTEN_KEYS = "scclust_written_keys"
 
 
 def run_method(
@@ -74,6 +81,7 @@ def write_result(adata: AnnData, result: MethodResult, *, key_added: str, run_id
 
     if adata.n_obs != result.n_input_cells:
         raise ValueError(f"The result is for {result.n_input_cells} cells but the data has {adata.n_obs}")
+    _warn_if_replacing_user_data(adata, key_added)
     full = result.full_labels()
     values = np.array([str(v) for v in full], dtype=object)
     values[full < 0] = None  # cells removed by the method's QC
@@ -91,3 +99,35 @@ def write_result(adata: AnnData, result: MethodResult, *, key_added: str, run_id
         "seconds": float(result.seconds),
         "label_key": result.label_key or "",
     }
+    adata.uns[WRITTEN_KEYS] = sorted(set(_written_keys(adata)) | {key_added})
+
+
+def _written_keys(adata: AnnData) -> list[str]:
+    raw = adata.uns.get(WRITTEN_KEYS)
+    return [] if raw is None else [str(k) for k in np.atleast_1d(np.asarray(raw, dtype=object)).tolist()]
+
+
+def _taken(adata: AnnData, key: str) -> list[str]:
+    """Where ``key`` is already used among the slots :func:`write_result` writes."""
+    return [slot for slot, hit in (("obs", key in adata.obs), ("obsm", f"X_{key}" in adata.obsm),
+                                   ("uns", key in adata.uns)) if hit]
+
+
+def _warn_if_replacing_user_data(adata: AnnData, key: str) -> None:
+    """scanpy's ``key_added`` replaces what is there; say so when it is not a result this library wrote."""
+    slots = _taken(adata, key)
+    if slots and key not in _written_keys(adata):
+        msg = (f"key_added={key!r} replaces {', '.join(slots)} data that scclust did not write (e.g. your own "
+               f"labels); pass another key_added to keep it, e.g. {free_key(adata, key)!r}")
+        logger.warning(msg)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+
+
+def free_key(adata: AnnData, key: str) -> str:
+    """``key``, or ``key_2``, ``key_3``, … : the first one used by none of ``obs[k]``, ``obsm['X_' + k]``,
+    ``uns[k]``, so results never overwrite a column that came with the data (the caller says which it got)."""
+    candidate, i = key, 1
+    while _taken(adata, candidate):
+        i += 1
+        candidate = f"{key}_{i}"
+    return candidate

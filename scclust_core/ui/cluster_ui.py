@@ -96,6 +96,7 @@ def start_job(name: str, preset: str | None, params: dict, k: int | None, device
         get_counts(ad)  # raises a clear message for normalised data
     config = m.Config.from_preset(preset, **params, n_clusters=k, device=device)
     ws = state.workspace()
+    ws.check_quota(what="Another run")  # a clear message (WorkspaceQuotaError is a ValueError) instead of a full disk
     job = TrainingJob(ad, name, config, runs_root=ws.runs_dir, preset=preset, label_key=state.reference(),
                       dataset_name=ws.load_state().get("dataset_name"), workspace=ws.id)
     register_job(job).start()
@@ -119,3 +120,20 @@ def settings_and_start() -> None:
             st.error(f"Cannot start: {exc}")
     if running is not None:
         c2.caption("A run is training; you can cancel it below. Start the next one when it ends.")
+
+
+def delete_run_button(rec) -> None:
+    """"Delete run" with a confirmation step (a popover), for finished, failed or interrupted runs."""
+    if rec.status in ("running", "queued"):
+        return
+    with st.popover("Delete this run", icon=":material/delete:"):
+        st.markdown(f"Delete run `{rec.run_id}` ({rec.method}) with its labels, curves, renames and cached views? "
+                    "This cannot be undone.")
+        if st.button("Delete permanently", type="primary", key=f"delete_{rec.run_id}"):
+            try:
+                state.delete_run(rec.run_id)
+            except ValueError as exc:
+                st.error(str(exc))
+                return
+            st.toast(f"Deleted run {rec.run_id}")
+            st.rerun()

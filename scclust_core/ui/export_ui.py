@@ -52,7 +52,10 @@ def data_section() -> None:
                 runs = _runs_to_export(chosen)
                 out = export.labeled_adata(state.adata(), runs)
                 st.session_state["_export_h5ad"] = (tuple(chosen), export.h5ad_bytes(out))
-                s.update(label=f"Ready: {out.n_obs:,} cells, columns {', '.join(r.key for r in runs)}", state="complete")
+                renamed = out.uns["scclust"].get("renamed_keys") or {}  # uploaded columns are never overwritten
+                note = "; ".join(f"{a} was taken by your data, so written as {b}" for a, b in renamed.items())
+                s.update(label=f"Ready: {out.n_obs:,} cells, columns {', '.join(out.uns['scclust']['runs'])}"
+                         + (f" ({note})" if note else ""), state="complete")
         got = st.session_state.get("_export_h5ad")
         if got and list(got[0]) == chosen:
             st.download_button(f"Download {_stem()}_scclust.h5ad ({len(got[1]) / 2**20:.1f} MB)", got[1],

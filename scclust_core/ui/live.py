@@ -78,7 +78,11 @@ def live_panel(job: TrainingJob) -> None:
             frac = min(1.0, snap.epoch / snap.total_epochs) if snap.total_epochs else 0.0
             text = (f"Epoch {snap.epoch}/{snap.total_epochs or '?'} · elapsed {_fmt_time(snap.elapsed)} · "
                     f"ETA {_fmt_time(snap.eta)}")
-            if snap.status == "queued" or (snap.running and snap.epoch == 0):
+            if snap.status == "queued":
+                ahead = snap.queue_position or 0
+                text = (f"Queued: {ahead} training{'' if ahead == 1 else 's'} ahead on this server; it starts "
+                        f"when one ends · waiting {_fmt_time(snap.elapsed)}")
+            elif snap.running and snap.epoch == 0:
                 text = f"Preparing data (preprocessing recipe)… elapsed {_fmt_time(snap.elapsed)}"
             st.progress(frac, text=text)
             info = [f"device: {snap.device}"]
@@ -140,6 +144,9 @@ def run_details(recs) -> None:
         rid = st.selectbox("Show the training record of", list(by_id), format_func=lambda i: state.run_label(by_id[i]),
                            key=f"cluster_show_{len(recs)}_{recs[0].run_id}")
     run_summary(by_id[rid])
+    from .cluster_ui import delete_run_button  # a Delete button (with confirmation) under the shown run
+
+    delete_run_button(by_id[rid])
 
 
 def runs_table(recs) -> pd.DataFrame:

@@ -1,12 +1,16 @@
 """Session/workspace state for the app: typed getters over ``st.session_state`` backed by the workspace on disk.
 
 The workspace id lives in the URL (``?ws=<id>``): a refresh or a server restart reopens the same workspace (dataset,
-edits, runs are reloaded from disk), a browser session without the parameter gets a new one. Durable things
-are on disk; ``session_state`` only caches them (the loaded AnnData, loaded results, 2-D views).
+edits, runs are reloaded from disk), a browser session without the parameter (or with an id that names no
+workspace) gets a new random one. Nothing is written for a page view: the workspace directory appears with the
+first upload. Durable things are on disk; ``session_state`` only caches them (the loaded AnnData, loaded results,
+2-D views).
 """
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 import pandas as pd
@@ -15,7 +19,7 @@ from anndata import AnnData
 
 from .. import jobs as _jobs
 from ..runs import RunRecord, load_result
-from ..workspace import Workspace
+from ..workspace import Workspace, sweep_idle
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +28,11 @@ K_ADATA = "_scclust_adata"  # (fingerprint, AnnData)
 K_RESULTS = "_scclust_results"  # run_id -> MethodResult
 K_LOGNORM = "_scclust_lognorm"  # (fingerprint, AnnData)
 K_RUN = "current_run"  # run id chosen in Explore/Markers/Export (plain key: survives page switches)
+DATA_WIDGET_KEYS = ("ref_pick",)  # widgets whose value is a choice stored per dataset in the workspace
 
 
 def init() -> Workspace:
-    """Open this session's workspace (from ``?ws=``, or a new one written into the URL)."""
+    """Open this session's workspace (from ``?ws=``, or a new one written into the URL; created on first write)."""
     ws = st.session_state.get(K_WS)
     wanted = st.query_params.get("ws")
     if ws is None or (wanted and wanted != ws.id):
@@ -36,10 +41,33 @@ def init() -> Workspace:
         st.session_state.pop(K_ADATA, None)
         st.session_state.pop(K_RESULTS, None)
         st.session_state.pop(K_LOGNORM, None)
+        _housekeeping(ws.id)
     if st.query_params.get("ws") != ws.id:
         st.query_params["ws"] = ws.id
     st.session_state.setdefault(K_RESULTS, {})
     return ws
+
+
+_SWEEP_EVERY_S = 3600.0
+_last_sweep = [0.0]
+_sweep_lock = threading.Lock()
+
+
+def _housekeeping(current: str) -> None:
+    """Once an hour per server process (in the background): sweep idle workspaces and warm the training workers."""
+    with _sweep_lock:
+        if time.time() - _last_sweep[0] < _SWEEP_EVERY_S:
+            return
+        _last_sweep[0] = time.time()
+
+    def work() -> None:
+        try:
+            _jobs.prestart_workers()
+            sweep_idle(keep=_jobs.busy_workspaces() | {current})
+        except Exception:  # noqa: BLE001 - housekeeping must never break a page
+            logger.exception("Workspace housekeeping failed")
+
+    threading.Thread(target=work, name="scclust-housekeeping", daemon=True).start()
 
 
 def workspace() -> Workspace:
@@ -62,13 +90,22 @@ def adata() -> AnnData | None:
     with st.spinner("Opening the dataset of this workspace…"):
         ad = ws.load_dataset()
     st.session_state[K_ADATA] = (fp, ad)
+    _forget_data_widgets()
     return ad
+
+
+def _forget_data_widgets() -> None:
+    """Other data: widgets showing per-dataset choices re-read them from the workspace (a widget's own state
+    would otherwise carry the previous dataset's reference over to this one)."""
+    for key in DATA_WIDGET_KEYS:
+        st.session_state.pop(key, None)
 
 
 def set_adata(ad: AnnData, name: str, **kw) -> None:
     ws = workspace()
     state = ws.set_dataset(ad, name, **kw)
     st.session_state[K_ADATA] = ((state.get("fingerprint") or {}).get("sha256"), ad)
+    _forget_data_widgets()
     st.session_state.pop(K_LOGNORM, None)
     st.session_state.pop(K_RUN, None)
 
@@ -119,6 +156,14 @@ def run_label(rec: RunRecord) -> str:
     when = (m.get("started_at") or "")[11:16]
     parts = [m.get("method", "?"), m.get("preset") or "", f"K={k}" if k else "", score, when, rec.status]
     return " · ".join(p for p in parts if p) + f"  [{rec.run_id.rsplit('_', 1)[-1]}]"
+
+
+def delete_run(run_id: str) -> None:
+    """Delete a finished run of this workspace (record, edits, cached views) and forget it in this session."""
+    workspace().delete_run(run_id, active_ids=_jobs.active_run_ids(workspace().id))
+    st.session_state.get(K_RESULTS, {}).pop(run_id, None)
+    if st.session_state.get(K_RUN) == run_id:
+        st.session_state.pop(K_RUN, None)
 
 
 def result(run_id: str):

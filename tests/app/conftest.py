@@ -11,6 +11,8 @@ from scclust_core.jobs import TrainingJob
 from scclust_core.methods import get_method
 from scclust_core.workspace import Workspace
 
+TEST_WS_ID = "0123456789abcdef0123456789abcdef"  # ids are 128-bit hex tokens (see scclust_core.workspace)
+
 
 @pytest.fixture(autouse=True)
 def _apptest_mode(monkeypatch):
@@ -50,7 +52,7 @@ def kmeans_cfg():
 def _finished_template(tmp_path_factory, _tiny_session):
     """A workspace (built once) with the tiny dataset, reference 'cell_type' and one finished kmeans run."""
     root = tmp_path_factory.mktemp("ws_template")
-    ws = Workspace("testws0001", root)
+    ws = Workspace(TEST_WS_ID, root)
     ws.set_dataset(_tiny_session.copy(), "tiny synthetic")
     ws.set_reference("cell_type")
     job = TrainingJob(_tiny_session, "kmeans", kmeans_config(), runs_root=ws.runs_dir, label_key="cell_type",
@@ -66,5 +68,5 @@ def _finished_template(tmp_path_factory, _tiny_session):
 def finished_ws(_finished_template, ws_root):
     """(Workspace, run_id) copied fresh for each test under $SCCLUST_WORKSPACES."""
     src_root, run_id = _finished_template
-    shutil.copytree(src_root / "testws0001", ws_root / "testws0001")
-    return Workspace("testws0001", ws_root), run_id
+    shutil.copytree(src_root / TEST_WS_ID, ws_root / TEST_WS_ID)
+    return Workspace(TEST_WS_ID, ws_root), run_id
