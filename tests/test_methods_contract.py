@@ -25,7 +25,7 @@ def test_method_declares_contract(name):
 
 
 def test_registry_names_and_errors():
-    assert list_methods()[:2] == ["leiden", "kmeans"]
+    assert list_methods()[:3] == ["recommend", "leiden", "kmeans"]  # the consensus heads the list
     assert set(planned_methods()) | set(list_methods()) >= {"contrastive_sc", "cicl", "scsamac", "scgpcl", "scamac"}
     with pytest.raises(ValueError, match="registered methods"):
         get_method("nope")
