@@ -25,7 +25,7 @@ from ._registry import register_method
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecommendConfig", "Recommend", "RESOLUTIONS"]
+__all__ = ["RecommendConfig", "Recommend", "RESOLUTIONS", "candidate_names", "summary_dict"]
 
 #: Leiden resolutions of the candidates (fixed once, not per data set)
 RESOLUTIONS = (0.3, 0.5, 0.8, 1.2, 2.0)
@@ -118,17 +118,24 @@ def _leiden(g, resolution: float, seed: int) -> np.ndarray:
     return np.asarray(part.membership, dtype=np.int64)
 
 
-def _candidate_plan(views: dict[int, np.ndarray], config: RecommendConfig) -> list[tuple]:
-    """``(kind, hvg, n_pcs, param, seed)`` per candidate; K-means steps for estimated K are filled in later."""
+def _candidate_plan(dims: dict[int, int], config: RecommendConfig) -> list[tuple]:
+    """``(kind, hvg, n_pcs, param, seed)`` per candidate, from ``dims`` = {HVG size: PCs available}."""
     plan = []
-    for size, z in views.items():
-        for npc in sorted({min(int(p), z.shape[1]) for p in config.pcs}):
+    for size, n_comp in dims.items():
+        for npc in sorted({min(int(p), n_comp) for p in config.pcs}):
             plan += [("leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
             if config.n_clusters is not None:
                 plan += [("kmeans", size, npc, config.n_clusters, config.seed + s) for s in range(config.n_seeds)]
             else:
                 plan += [("kmeans_from_leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
     return plan
+
+
+def candidate_names(config: RecommendConfig, n_cells: int, n_genes: int) -> list[str]:
+    """The planned candidates in run order (for the live view: which one runs, how many are left)."""
+    sizes = sorted({min(int(s), n_genes) for s in config.hvg_sizes})
+    dims = {s: int(min(max(config.pcs), n_cells - 1, s - 1)) for s in sizes}
+    return [_name(step, {}) for step in _candidate_plan(dims, config)]
 
 
 def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
@@ -171,7 +178,7 @@ class Recommend(ClusteringMethod):
     def train(self, data: Prepared, config: RecommendConfig, ctx: FitContext):  # type: ignore[override]
         t0 = time.perf_counter()
         views = _views(data.adata, config)
-        plan = _candidate_plan(views, config)
+        plan = _candidate_plan({s: z.shape[1] for s, z in views.items()}, config)
         main = views[min(views, key=lambda s: abs(s - 2000))]  # the 2,000-HVG view (as the classic baselines)
         ctx.begin(len(plan))
         parts, names, graphs, found_k, skipped = [], [], {}, {}, 0
@@ -207,8 +214,10 @@ def _name(step: tuple, found_k: dict) -> str:
     kind, size, npc, par, seed = step
     if kind == "leiden":
         return f"leiden r={par} · {size} HVG · {npc} PCs"
-    k = par if kind == "kmeans" else found_k[(size, npc, par)]
-    return f"kmeans K={k} seed {seed} · {size} HVG · {npc} PCs"
+    if kind == "kmeans":
+        return f"kmeans K={par} seed {seed} · {size} HVG · {npc} PCs"
+    k = found_k.get((size, npc, par))
+    return f"kmeans K={k if k is not None else f'(as leiden r={par})'} · {size} HVG · {npc} PCs"
 
 
 def summary_dict(res: cons.ConsensusResult, names: list[str], agree: np.ndarray, p: np.ndarray) -> dict:
