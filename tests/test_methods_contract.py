@@ -189,7 +189,7 @@ def test_quality_on_separated_data(name):
 
 
 def test_registry_names_and_errors():
-    assert list_methods()[:2] == ["leiden", "kmeans"]
+    assert list_methods()[:3] == ["recommend", "leiden", "kmeans"]  # the consensus heads the list
     assert set(list_methods()) >= {"contrastive_sc", "cicl", "scsamac", "scgpcl", "scamac"}
     with pytest.raises(ValueError, match="registered methods"):
         get_method("nope")

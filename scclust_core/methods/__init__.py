@@ -7,7 +7,8 @@ from ._loop import NonFiniteLossError
 from ._registry import get_method, list_methods, register_method
 from ._run import run_method, write_result
 
-# Registration: classic baselines first, then the deep methods. One line per method.
+# Registration: the consensus recommendation heads the list, then the classic baselines, then the deep methods.
+from . import recommend  # noqa: E402,F401  (recommend: consensus of candidates)
 from . import classic  # noqa: E402,F401  (leiden, kmeans)
 
 from . import contrastive_sc  # noqa: E402,F401

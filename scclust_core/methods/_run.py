@@ -48,7 +48,8 @@ def run_method(
     -------
     The :class:`MethodResult`; ``adata`` gains ``obs[key]`` (categorical labels; cells removed by QC are NaN),
     ``obsm['X_' + key]`` (embedding; NaN rows for removed cells) and ``uns[key]`` (params, metrics, run id,
-    status), where ``key = key_added or name``.
+    status), where ``key = key_added or name``. A consensus (``recommend``) also writes
+    ``obs[key + '_confidence']`` and ``uns[key]['consensus']`` (K evidence, candidate agreement matrix, ...).
     """
     method = get_method(name)
     if config is None:
@@ -99,6 +100,7 @@ def write_result(adata: AnnData, result: MethodResult, *, key_added: str, run_id
         "seconds": float(result.seconds),
         "label_key": result.label_key or "",
     }
+    _write_consensus(adata, result, key_added)
     adata.uns[WRITTEN_KEYS] = sorted(set(_written_keys(adata)) | {key_added})
 
 
@@ -131,3 +133,23 @@ def free_key(adata: AnnData, key: str) -> str:
         i += 1
         candidate = f"{key}_{i}"
     return candidate
+
+
+def _write_consensus(adata: AnnData, result: MethodResult, key_added: str) -> None:
+    """A consensus result (``extras['recommend']``) adds ``obs[key + '_confidence']`` and ``uns[key]['consensus']``."""
+    summary = result.extras.get("recommend")
+    if not isinstance(summary, dict):
+        return
+    conf = np.full(result.n_input_cells, np.nan, dtype=np.float32)
+    conf[result.cell_index] = np.asarray(summary["confidence"], dtype=np.float32)
+    adata.obs[f"{key_added}_confidence"] = conf
+    adata.uns[key_added]["consensus"] = _h5ad_plain({k: v for k, v in summary.items() if k != "confidence"})
+
+
+def _h5ad_plain(value):
+    """Lists become numpy arrays (string arrays for names) so h5ad can store them; dicts recurse."""
+    if isinstance(value, dict):
+        return {str(k): _h5ad_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return np.asarray(value, dtype=object if value and isinstance(value[0], str) else None)
+    return value

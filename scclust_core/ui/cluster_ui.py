@@ -19,7 +19,8 @@ def method_picker() -> str:
 
     def fmt(n):
         r = rows[n]
-        return f"{n} — {'deep' if r['deep'] else 'classic'}"
+        kind = "consensus" if n == "recommend" else ("deep" if r["deep"] else "classic")
+        return f"{n} — {kind}"
 
     name = st.selectbox("Method", names, index=idx, format_func=fmt, key="method_pick",
                         on_change=lambda: st.session_state.__setitem__(K_METHOD, st.session_state["method_pick"]))

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from .. import embed, plots
-from . import state
+from . import recommend_ui, state
 
 
 def view_coords(run_id: str, kind: str, *, show_status: bool = True) -> np.ndarray:
@@ -28,13 +28,16 @@ def view_coords(run_id: str, kind: str, *, show_status: bool = True) -> np.ndarr
 def colour_values(run_id: str) -> tuple[pd.Series | np.ndarray, str, bool | None]:
     ad = state.adata()
     obs_cols = [c for c in ad.obs.columns]
-    options = ["clusters of this run"] + obs_cols + ["a gene…"]
+    conf = recommend_ui.confidence_values(run_id)
+    options = ["clusters of this run"] + (["consensus confidence"] if conf is not None else []) + obs_cols + ["a gene…"]
     ref = state.reference()
     c1, c2 = st.columns(2)
     choice = c1.selectbox("Colour by", options, key="colour_by",
                           index=0, help="Clusters (with your renames), any cell annotation, or a gene's expression")
     if choice == "clusters of this run":
         return state.labels(run_id), "cluster", False
+    if choice == "consensus confidence":
+        return conf, "consensus confidence", True
     if choice == "a gene…":
         genes = list(ad.var_names)
         gene = c2.selectbox("Gene (type to search)", genes, key="colour_gene")
@@ -68,7 +71,8 @@ def scatter_with_selection(run_id: str, xy: np.ndarray, color, name: str, contin
                 picked.append(int(cd))
     except (AttributeError, KeyError, TypeError, ValueError):
         picked = []
-    return rows[np.unique(np.asarray(picked, dtype=int))] if picked else np.zeros(0, dtype=int)
+    chosen = rows[np.unique(np.asarray(picked, dtype=int))] if picked else np.zeros(0, dtype=int)
+    return np.union1d(chosen, recommend_ui.low_confidence_cells(run_id)).astype(int)
 
 
 def selection_panel(run_id: str, selected: np.ndarray) -> None:

@@ -7,7 +7,7 @@ import streamlit as st
 
 from .. import plots
 from ..jobs import TrainingJob
-from . import state
+from . import recommend_ui, state
 
 
 def _fmt_time(s: float | None) -> str:
@@ -85,6 +85,8 @@ def live_panel(job: TrainingJob) -> None:
             elif snap.running and snap.epoch == 0:
                 text = f"Preparing data (preprocessing recipe)… elapsed {_fmt_time(snap.elapsed)}"
             st.progress(frac, text=text)
+            if snap.method == "recommend" and snap.running:
+                recommend_ui.candidate_progress(snap)
             info = [f"device: {snap.device}"]
             if snap.gpu_mem_gib is not None:
                 info.append(f"GPU memory in use: {snap.gpu_mem_gib:.2f} GiB")
@@ -129,6 +131,7 @@ def run_summary(rec) -> None:
         st.caption(str(res.extras["note"]))
     for w in res.extras.get("warnings", []):
         st.warning(str(w))
+    recommend_ui.consensus_report(res, key=f"rec_{rec.run_id}")  # only for consensus runs
     if res.history or res.snapshots:
         training_view(res.history, res.snapshots, res.snapshot_index, label_key=res.label_key, key=f"done_{rec.run_id}")
     else:

@@ -1,0 +1,238 @@
+"""``recommend``: one label-free clustering from a consensus of many cheap classic candidate partitions.
+
+Candidates: the data are normalised and log-transformed once and the genes ranked once by dispersion (scanpy
+``seurat`` flavour), so the HVG sets of every size are nested; each HVG size is scaled and projected by PCA once,
+and each (HVG size, number of PCs) view gives Leiden partitions at several resolutions (on one exact kNN graph)
+and K-means partitions (K given: ``n_seeds`` seeds at K; K estimated: one run at every K Leiden found). Each
+candidate is reported as one "epoch", so the live view shows which candidate runs, how many are left, the ETA,
+and honours cancel (the consensus is then formed from the candidates done). The consensus rule, K estimation
+and confidence are in :mod:`scclust_core.consensus`. Reference labels are never used.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from anndata import AnnData
+
+from .. import consensus as cons
+from ..config import MethodConfig, param
+from ._base import ClusteringMethod, FitContext, Prepared
+from ._registry import register_method
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RecommendConfig", "Recommend", "RESOLUTIONS", "candidate_names", "summary_dict"]
+
+#: Leiden resolutions of the candidates (fixed once, not per data set)
+RESOLUTIONS = (0.3, 0.5, 0.8, 1.2, 2.0)
+
+
+@dataclass
+class RecommendConfig(MethodConfig):
+    hvg_sizes: list[int] = param([1000, 2000, 3000], help="HVG set sizes of the candidate views (nested; "
+                                 "capped at the number of genes).")
+    pcs: list[int] = param([20, 50], help="Numbers of principal components of the candidate views.")
+    n_seeds: int = param(5, min=1, max=50, help="K-means seeds per view when K is given.")
+    n_neighbors: int = param(15, min=2, max=200, advanced=True, help="Neighbours of the kNN graph for Leiden.")
+    k_max: int = param(30, min=2, max=500, help="Largest K considered when K is estimated.")
+    max_cells: int = param(3000, min=100, max=20000, advanced=True,
+                           help="Cells sampled for the co-association dendrogram; the rest join by mean "
+                                "co-association (memory grows with its square, not with the data).")
+    budget_s: float = param(150.0, min=0.0, max=36000.0,
+                            help="Time budget for building candidates (seconds); candidates not started "
+                                 "by then are skipped and the run says so (at least 2 always run).")
+    rule: str = param("average_linkage", choices=cons.RULES, advanced=True,
+                      help="Consensus rule. average_linkage was chosen on the shared benchmark data; the others "
+                           "are kept for comparison.")
+
+    PRESETS = {"default": {}}
+    PRESET_NOTES = {"default": "3 HVG sizes × 2 PC counts; Leiden at 5 resolutions and K-means (5 seeds) per view."}
+
+    def validate(self) -> None:
+        super().validate()
+        for name, lo in (("hvg_sizes", 10), ("pcs", 2)):
+            vals = getattr(self, name)
+            if not vals or any(not isinstance(v, (int, np.integer)) or v < lo for v in vals):
+                raise ValueError(f"{name} must be a non-empty list of integers ≥ {lo}, got {vals!r}")
+
+
+def _lognorm(adata: AnnData) -> AnnData:
+    """Filtered, median-normalised, log1p counts with ``var['rank']`` = dispersion rank (0 = most variable)."""
+    import scanpy as sc
+
+    from ..preprocess import _filter_zero, counts_adata
+
+    ad = _filter_zero(counts_adata(adata))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.normalize_total(ad)
+        sc.pp.log1p(ad)
+        sc.pp.highly_variable_genes(ad, flavor="seurat", n_top_genes=max(1, ad.n_vars - 1))
+    disp = np.nan_to_num(ad.var["dispersions_norm"].to_numpy(np.float64), nan=-np.inf)
+    rank = np.empty(ad.n_vars, dtype=np.int64)
+    rank[np.argsort(-disp, kind="stable")] = np.arange(ad.n_vars)
+    ad.var = ad.var[[]].assign(rank=rank)
+    return ad
+
+
+def _views(ad: AnnData, config: RecommendConfig) -> dict[int, np.ndarray]:
+    """PCA (``max(pcs)`` components) of each scaled HVG set, keyed by HVG size."""
+    from sklearn.decomposition import PCA
+
+    from ..preprocess import _scale_genes
+
+    rank = ad.var["rank"].to_numpy()
+    out = {}
+    for size in sorted({min(int(s), ad.n_vars) for s in config.hvg_sizes}):
+        x = _scale_genes(ad.X[:, np.flatnonzero(rank < size)], clip=10.0)
+        n_comp = int(min(max(config.pcs), x.shape[0] - 1, x.shape[1] - 1))
+        if n_comp < 2:
+            raise ValueError(f"Too few cells or genes for PCA ({x.shape[0]} × {x.shape[1]})")
+        solver = "arpack" if n_comp < min(x.shape) - 1 else "full"
+        out[size] = PCA(n_comp, svd_solver=solver, random_state=config.seed).fit_transform(x).astype(np.float32)
+    return out
+
+
+def _knn_graph(z: np.ndarray, k: int):
+    """Undirected kNN graph (exact neighbours; an edge found from both sides gets weight 2)."""
+    import igraph as ig
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, len(z) - 1)
+    _, ind = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    src = np.repeat(np.arange(len(z)), k)
+    g = ig.Graph(n=len(z), edges=np.column_stack([src, ind[:, 1:].ravel()]).tolist(), directed=False)
+    g.es["weight"] = 1.0
+    return g.simplify(combine_edges="sum")
+
+
+def _leiden(g, resolution: float, seed: int) -> np.ndarray:
+    import leidenalg
+
+    part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
+                                    resolution_parameter=resolution, seed=seed, n_iterations=2)
+    return np.asarray(part.membership, dtype=np.int64)
+
+
+def _candidate_plan(dims: dict[int, int], config: RecommendConfig) -> list[tuple]:
+    """``(kind, hvg, n_pcs, param, seed)`` per candidate, from ``dims`` = {HVG size: PCs available}."""
+    plan = []
+    for size, n_comp in dims.items():
+        for npc in sorted({min(int(p), n_comp) for p in config.pcs}):
+            plan += [("leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
+            if config.n_clusters is not None:
+                plan += [("kmeans", size, npc, config.n_clusters, config.seed + s) for s in range(config.n_seeds)]
+            else:
+                plan += [("kmeans_from_leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
+    return plan
+
+
+def candidate_names(config: RecommendConfig, n_cells: int, n_genes: int) -> list[str]:
+    """The planned candidates in run order (for the live view: which one runs, how many are left)."""
+    sizes = sorted({min(int(s), n_genes) for s in config.hvg_sizes})
+    dims = {s: int(min(max(config.pcs), n_cells - 1, s - 1)) for s in sizes}
+    return [_name(step, {}) for step in _candidate_plan(dims, config)]
+
+
+def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
+                   config: RecommendConfig) -> np.ndarray | None:
+    """One candidate partition (``None`` when a K-means step has no usable K from its Leiden run)."""
+    from sklearn.cluster import KMeans
+
+    kind, size, npc, par, seed = step
+    z = views[size][:, :npc]
+    if kind == "leiden":
+        if (size, npc) not in graphs:
+            graphs.clear()  # one graph alive at a time
+            graphs[(size, npc)] = _knn_graph(z, config.n_neighbors)
+        lab = _leiden(graphs[(size, npc)], par, seed)
+        found_k[(size, npc, par)] = int(lab.max()) + 1
+        return lab
+    k = par if kind == "kmeans" else found_k.get((size, npc, par), 0)
+    if kind == "kmeans_from_leiden" and not 2 <= k <= min(config.k_max, len(z) - 1):
+        return None
+    return KMeans(int(k), n_init=1, random_state=int(seed) + (int(par * 10) if kind != "kmeans" else 0)).fit_predict(z)
+
+
+@register_method("recommend")
+class Recommend(ClusteringMethod):
+    """Recommend (consensus): one label-free clustering from many classic candidates, with per-cell confidence."""
+
+    Config = RecommendConfig
+    citation = ("Evidence accumulation: Fred & Jain, IEEE TPAMI 2005; SC3: Kiselev et al., Nat. Methods 2017; "
+                "HBGF: Fern & Brodley, ICML 2004")
+    recipe = "normalize_total, log1p, nested HVG sets (seurat ranking), scale (clip 10), PCA per HVG size"
+    fidelity = "consensus of classic candidates (deep candidates not yet included)"
+    needs_counts = True
+    can_estimate_k = True
+    deep = True  # candidates are reported as epochs: live progress, ETA, cancel, snapshots
+
+    def prepare(self, adata: AnnData, config: RecommendConfig) -> Prepared:  # type: ignore[override]
+        ad = _lognorm(adata)
+        return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
+
+    def train(self, data: Prepared, config: RecommendConfig, ctx: FitContext):  # type: ignore[override]
+        t0 = time.perf_counter()
+        views = _views(data.adata, config)
+        plan = _candidate_plan({s: z.shape[1] for s, z in views.items()}, config)
+        main = views[min(views, key=lambda s: abs(s - 2000))]  # the 2,000-HVG view (as the classic baselines)
+        ctx.begin(len(plan))
+        parts, names, graphs, found_k, skipped = [], [], {}, {}, 0
+        for i, step in enumerate(plan):
+            if time.perf_counter() - t0 > config.budget_s and len(parts) >= 2:
+                skipped = len(plan) - i
+                break
+            lab = _run_candidate(step, views, graphs, found_k, config)
+            if lab is None:
+                continue
+            parts.append(np.asarray(lab, dtype=np.int64))
+            names.append(_name(step, found_k))
+            if ctx.emit(len(parts), "candidates", {}, embedding=main, labels=lab,
+                        extra_metrics={"n_clusters": float(len(np.unique(lab)))}):
+                break
+        if not parts:
+            raise ValueError("Cancelled before any candidate clustering finished; nothing to combine")
+        return main, *self._combine(np.vstack(parts), names, config, skipped)
+
+    @staticmethod
+    def _combine(p: np.ndarray, names: list[str], config: RecommendConfig, skipped: int):
+        res = cons.consensus(p, n_clusters=config.n_clusters, k_max=config.k_max, max_cells=config.max_cells,
+                             rule=config.rule, seed=config.seed)
+        agree = cons.agreement_matrix(p, seed=config.seed)
+        extras = {"recommend": summary_dict(res, names, agree, p)}
+        if skipped:
+            extras["warnings"] = [f"The time budget ({config.budget_s:.0f} s) ran out: {skipped} candidate "
+                                  f"clusterings were skipped; raise budget_s for a fuller consensus."]
+        return res.labels, extras
+
+
+def _name(step: tuple, found_k: dict) -> str:
+    kind, size, npc, par, seed = step
+    if kind == "leiden":
+        return f"leiden r={par} · {size} HVG · {npc} PCs"
+    if kind == "kmeans":
+        return f"kmeans K={par} seed {seed} · {size} HVG · {npc} PCs"
+    k = found_k.get((size, npc, par))
+    return f"kmeans K={k if k is not None else f'(as leiden r={par})'} · {size} HVG · {npc} PCs"
+
+
+def summary_dict(res: cons.ConsensusResult, names: list[str], agree: np.ndarray, p: np.ndarray) -> dict:
+    """JSON/h5ad-friendly summary: confidence, K evidence, agreement matrix, the candidates that agreed most."""
+    codes = np.unique(res.labels, return_inverse=True)[1]
+    with_consensus = [cons.pair_ari(codes, np.unique(row, return_inverse=True)[1]) for row in p]
+    mean_agree = ((agree.sum(1) - 1) / max(1, len(names) - 1)).tolist()
+    top = np.argsort(-np.asarray(mean_agree))[:5]
+    return {
+        "rule": res.rule, "n_clusters": res.n_clusters, "k_estimated": bool(res.k_estimated),
+        "k_evidence": {k: [float(v) for v in vals] for k, vals in res.evidence.items()},
+        "candidates": list(names), "agreement_ari": np.round(agree, 4).tolist(),
+        "ari_with_consensus": [round(v, 4) for v in with_consensus],
+        "mean_agreement": [round(float(v), 4) for v in mean_agree],
+        "most_agreeing": [names[i] for i in top],
+        "confidence": np.round(res.confidence.astype(float), 4).tolist(),
+        "mean_confidence": float(res.confidence.mean()),
+    }
