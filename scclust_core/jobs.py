@@ -454,7 +454,11 @@ def _run_in_process(job: TrainingJob, callbacks: Callback) -> None:
     job._proc = proc
     job._adata = None  # the child has its own copy now
     del payload
-    finished = _pump(job, proc, events, callbacks)
+    try:
+        finished = _pump(job, proc, events, callbacks)
+    except BaseException:
+        proc.terminate()  # e.g. the run record could not be written: do not leave the child training alone
+        raise
     proc.join(timeout=30)
     if not finished:
         code = proc.exitcode
