@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -226,7 +227,9 @@ def leiden_k(adata, *, seed: int = 0, n_neighbors: int = 15, resolution: float =
 
     if adata.n_obs < 3:
         raise ValueError(f"Need at least 3 cells to estimate K (got {adata.n_obs})")
-    ad = recipe_classic(adata, n_top_genes=2000, n_pcs=50, max_value=10, seed=seed)
+    with warnings.catch_warnings():  # "X is not counts" is the classic recipe's business, not the estimate's
+        warnings.simplefilter("ignore")
+        ad = recipe_classic(adata, n_top_genes=2000, n_pcs=50, max_value=10, seed=seed)
     x = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
     k = int(min(n_neighbors, len(x) - 1))
     _, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)

@@ -226,7 +226,8 @@ def test_second_run_compare_and_export_pages(finished_ws, kmeans_cfg):
     at.multiselect(key="exp_runs").set_value([first, job.run_id]).run()
     at.button(key="exp_build").click().run()
     assert not at.exception and not at.error
-    assert at.session_state["_export_h5ad"][1][:8] == b"\x89HDF\r\n\x1a\n"
+    got = at.session_state["_export_h5ad"]
+    assert got[2][:8] == b"\x89HDF\r\n\x1a\n" and "obsm['X_umap']" in set(got[3]["key"])
 
 
 def test_every_registered_method_gets_a_form(finished_ws):
