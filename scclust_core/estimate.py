@@ -117,11 +117,20 @@ def format_seconds(s: float) -> str:
 
 
 def _nnls(features: np.ndarray, target: np.ndarray) -> np.ndarray:
-    from scipy.optimize import nnls
+    """Non-negative coefficients minimising the squared log-ratio of fit to target (a ×2 miss counts the same
+    whether over or under, and large runs do not drown small ones); started from the relative-error NNLS."""
+    from scipy.optimize import minimize, nnls
 
-    w = 1.0 / np.maximum(target, 1e-3)  # relative errors
-    coef, _ = nnls(features * w[:, None], target * w)
-    return coef
+    w = 1.0 / np.maximum(target, 1e-3)
+    start, _ = nnls(features * w[:, None], target * w)
+    scale = np.maximum(np.abs(features).max(axis=0), 1e-12)
+    f = features / scale
+
+    def loss(c):
+        return float(np.sum(np.log(np.maximum(f @ c, 1e-9) / target) ** 2))
+
+    res = minimize(loss, start * scale + 1e-6, method="L-BFGS-B", bounds=[(0, None)] * f.shape[1])
+    return (res.x if res.success or res.fun <= loss(start * scale) else start * scale) / scale
 
 
 def fit_rates(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Rate]:
