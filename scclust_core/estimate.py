@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Rate", "Estimate", "MEASURED", "RATES", "fit_rates", "estimate", "work_units", "leiden_k",
            "rows_from_bench_csv"]
 
-#: (method, preset, cells, genes, seconds, peak RSS MiB or None, where it was measured)
-MEASURED: list[tuple[str, str, int, int, float, float | None, str]] = [
+#: (method, preset, cells, genes, seconds or None, peak RSS MiB or None, where it was measured)
+MEASURED: list[tuple[str, str, int, int, float | None, float | None, str]] = [
     # README, classic baselines (bench --seeds 1, shared 2-core CPU)
     ("kmeans", "default", 4271, 2000, 14.3, None, "README"), ("kmeans", "default", 822, 14878, 11.0, None, "README"),
     ("kmeans", "default", 8617, 2000, 25.3, None, "README"), ("kmeans", "default", 220, 12694, 0.7, None, "README"),
@@ -66,6 +66,11 @@ MEASURED: list[tuple[str, str, int, int, float, float | None, str]] = [
     ("scamac", "cpu", 220, 12694, 22, None, "README"), ("scamac", "cpu", 1000, 900, 30.5, None, "README"),
     ("scamac", "cpu", 8617, 2000, 477, None, "README"),
     ("scamac", "paper", 2746, 2003, 780, None, "README"),
+    # peak RSS of one-run processes (bench, 1 torch thread; times omitted: the CPU was 5-10× oversubscribed)
+    ("kmeans", "default", 1000, 900, None, 584, "ui helper"), ("leiden", "default", 1000, 900, None, 702, "ui helper"),
+    ("contrastive_sc", "cpu", 1000, 900, None, 663, "ui helper"),
+    ("contrastive_sc", "cpu", 220, 12694, None, 645, "ui helper"),
+    ("scgpcl", "cpu", 1000, 900, None, 1085, "ui helper"), ("scsamac", "cpu", 220, 12694, None, 759, "ui helper"),
 ]
 
 
@@ -139,11 +144,11 @@ def fit_rates(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Rate]:
     groups: dict[tuple[str, str], list[tuple[float, float, float, float | None]]] = {}
     for r in rows:
         try:
-            t = float(r["seconds"])
             n, g = float(r["n_cells"]), float(r["n_genes"])
+            t = float(r["seconds"]) if r.get("seconds") not in (None, "") else float("nan")
         except (KeyError, TypeError, ValueError):
             continue
-        if not (t > 0 and n > 0 and g > 0) or str(r.get("status", "completed")) == "failed":
+        if not (n > 0 and g > 0) or str(r.get("status", "completed")) == "failed" or t <= 0:
             continue
         mem = r.get("peak_rss_mb")
         try:
@@ -152,7 +157,10 @@ def fit_rates(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Rate]:
             mem = None
         groups.setdefault((str(r["method"]), str(r.get("preset") or "default")), []).append((n, g, t, mem))
     out = {}
-    for key, pts in groups.items():
+    for key, all_pts in groups.items():
+        pts = [p for p in all_pts if np.isfinite(p[2])]
+        if not pts:
+            continue
         arr = np.array([(n, g, t) for n, g, t, _ in pts])
         n, g, t = arr[:, 0], arr[:, 1], arr[:, 2]
         feats = np.column_stack([np.ones_like(n), n / 1e3, n * g / 1e6])
@@ -161,7 +169,7 @@ def fit_rates(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Rate]:
         else:
             coef = _nnls(feats, t)
         rel = np.abs(feats @ coef / t - 1)
-        mems = [(n_ * g_ / 1e6, m) for n_, g_, _, m in pts if m is not None]
+        mems = [(n_ * g_ / 1e6, m) for n_, g_, _, m in all_pts if m is not None]
         m0 = m1 = None
         if len(mems) >= 2:
             mm = np.array(mems)
@@ -202,6 +210,7 @@ def estimate(method: str, preset: str | None, n_cells: int, n_genes: int, *, dev
 
     cls = get_method(method).Config
     used = preset if preset in cls.PRESETS else cls.default_preset() or "default"
+    used_preset = used if used in cls.PRESETS else None
     rate = RATES.get((method, used or "default"))
     if rate is None:
         return Estimate(None, None, f"no measured run of {method} ({used}) yet")
@@ -209,15 +218,33 @@ def estimate(method: str, preset: str | None, n_cells: int, n_genes: int, *, dev
     note = (f"from {rate.n_runs} measured run{'s' if rate.n_runs != 1 else ''} of {method} ({used}) on a 2-core CPU"
             f" (fit within ×{1 + rate.max_rel_error:.1f} of them)")
     if config is not None:
-        base = work_units(method, cls.from_preset(used).to_dict())
+        base = work_units(method, cls.from_preset(used_preset).to_dict())
         mine = work_units(method, config)
         if base and mine is not None and abs(mine - base) > 1e-9:
             secs = rate.a + (secs - rate.a) * mine / base
             note += f"; scaled to {mine:g} epochs (preset {base:g})"
+    mib = rate.mib(n_cells, n_genes)
+    if mib is not None:
+        used = _genes_used(config if config is not None else cls.from_preset(used_preset).to_dict(), n_genes)
+        mib += DENSE_COPIES * n_cells * used * 4 / 2**20
+        note += (f"; memory = the measured peak on small data + {DENSE_COPIES} dense float32 copies of "
+                 f"{n_cells:,} cells × {used:,} genes (an assumption for data larger than the measured runs)")
     if str(device).startswith("cuda"):
-        return Estimate(None, rate.mib(n_cells, n_genes),
-                        f"no GPU run measured yet; on this CPU it would take ≈ {format_seconds(secs)}")
-    return Estimate(secs, rate.mib(n_cells, n_genes), note)
+        return Estimate(None, mib, f"no GPU run measured yet; on this CPU it would take ≈ {format_seconds(secs)}")
+    return Estimate(secs, mib, note)
+
+
+#: dense float32 copies of the (cells × used genes) matrix a method holds at its peak (input, normalised, views)
+DENSE_COPIES = 3
+
+
+def _genes_used(config: Mapping[str, Any], n_genes: int) -> int:
+    """Genes a method works on: its HVG / gene-selection setting when numeric, else all genes."""
+    for k in ("n_hvg", "select_genes", "n_top_genes"):
+        v = config.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return int(min(v, n_genes))
+    return int(n_genes)
 
 
 def leiden_k(adata, *, seed: int = 0, n_neighbors: int = 15, resolution: float = 1.0) -> int:

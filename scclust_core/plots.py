@@ -248,6 +248,7 @@ def _scatter_traces(xy: np.ndarray, labels: Sequence, colors: dict[str, str], *,
             continue
         traces.append(go.Scattergl(
             x=xy[m, 0], y=xy[m, 1], mode="markers", name=f"{name_prefix}{cat}", legendgroup=f"{legendgroup_prefix}{cat}",
+            customdata=np.flatnonzero(m).tolist(),  # the snapshot cell each point is (same cells in every panel)
             showlegend=showlegend, marker=dict(size=size, color=colors.get(cat, _MISSING), line_width=0), legend=legend,
             hovertext=None if hover is None else np.asarray(hover)[m], hoverinfo="text+name" if hover is not None else "name",
         ))

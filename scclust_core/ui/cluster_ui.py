@@ -157,7 +157,9 @@ def estimate_card(name: str, preset: str | None, params: dict, device: str) -> d
     if est.seconds is None and est.mib is None:
         st.caption(f"No time estimate for {where}: {est.note}.")
     else:
-        st.info(f"**Estimated:** {est.text()} for {where}  \n{est.note}.", icon=":material/timer:")
+        st.info(f"**Estimated:** {est.text()} for {where}  \n{est.note}. The first run after the server starts "
+                "can take a few minutes longer (one-time compilation of numba code), and other jobs on the same "
+                "CPU slow it down.", icon=":material/timer:")
     return {"seconds": est.seconds, "mib": est.mib, "text": est.text(), "note": est.note}
 
 

@@ -10,7 +10,7 @@ def test_fit_rates_recovers_a_linear_cost():
                  peak_rss_mb=500 + 4 * n * g / 1e6) for n, g in [(500, 1000), (2000, 2000), (8000, 1000), (1000, 15000)]]
     rows.append(dict(method="m", preset="p", n_cells=10, n_genes=10, seconds="", status="failed"))
     r = estimate.fit_rates(rows)[("m", "p")]
-    assert r.n_runs == 4 and r.max_rel_error < 1e-6
+    assert r.n_runs == 4 and r.max_rel_error < 1e-3
     assert r.seconds(4000, 3000) == pytest.approx(2 + 12 + 6, rel=1e-6)
     assert r.mib(4000, 3000) == pytest.approx(500 + 48, rel=1e-6)
 
@@ -20,6 +20,8 @@ def test_table_fits_its_measurements_within_a_factor_of_two():
     under a minute, timed on a shared CPU) within ×2 or 25 s."""
     assert {("kmeans", "default"), ("contrastive_sc", "cpu"), ("scgpcl", "paper")} <= set(estimate.RATES)
     for (m, p, n, g, t, _mem, _src) in estimate.MEASURED:
+        if t is None:  # a memory-only measurement
+            continue
         fit = estimate.RATES[(m, p)].seconds(n, g)
         if m in ("kmeans", "leiden"):
             assert 0.5 <= fit / t <= 2.0 or (t < 60 and abs(fit - t) < 25), (m, p, n, g, t, fit)
