@@ -167,7 +167,9 @@ def live_panel(job: TrainingJob) -> None:
             frac = min(1.0, snap.epoch / snap.total_epochs) if snap.total_epochs else 0.0
             started = f"started {clock(snap.started)} · elapsed {_fmt_time(snap.elapsed)}"
             text = f"training… epoch {snap.epoch}/{snap.total_epochs or '–'} · {started} · ETA {_fmt_time(snap.eta)}"
-            if snap.status == "queued":
+            if not snap.running:
+                text = f"{snap.status} · epoch {snap.epoch}/{snap.total_epochs or '–'} · {started}"
+            elif snap.status == "queued":
                 text = f"queued (another run is training) · {started}"
             elif snap.running and snap.epoch == 0:
                 text = f"preparing the data (preprocessing recipe)… · {started}"

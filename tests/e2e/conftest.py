@@ -115,14 +115,14 @@ def _small_png(src: Path, dest: Path, max_bytes: int = 300_000) -> None:
 @pytest.fixture
 def readme_shot(tmp_path):
     """Screenshots for the README, written only when ``SCCLUST_SCREENSHOTS`` names a folder (e.g. ``assets``), so
-    CI never rewrites the committed ones. ``locator``: a part of the page; default the visible viewport."""
+    CI never rewrites the committed ones. ``clip``: a region of the viewport; default all of it."""
     target = os.environ.get("SCCLUST_SCREENSHOTS")
 
-    def take(page, name: str, locator=None) -> None:
+    def take(page, name: str, clip: dict | None = None) -> None:
         if not target:
             return
         raw = tmp_path / f"{name}_raw.png"
-        (locator or page).screenshot(path=str(raw))
+        page.screenshot(path=str(raw), clip=clip)
         folder = ROOT / target
         folder.mkdir(parents=True, exist_ok=True)
         _small_png(raw, folder / f"{name}.png")

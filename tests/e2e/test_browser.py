@@ -85,14 +85,15 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     # no scroll_into_view here: the live fragment re-renders every second and detaches the element;
     # the screenshot is full-page anyway
     shot(page, "2_cluster_live")
-    readme_shot(page, "live_training", page.locator("[data-testid='stVerticalBlockBorderWrapper']").first)
+    _live_readme_shot(page, readme_shot)
     expect(page.get_by_text(re.compile(r"contrastive_sc\s*finished")).first).to_be_visible(timeout=400_000)
     _idle(page)
     shot(page, "2_cluster_done")
 
     # --- explore (UMAP of the learned embedding), markers, compare
     _goto_page(page, "Explore")
-    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=120_000)
+    # the first UMAP of a fresh server compiles numba code (minutes on a busy 2-core machine)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=400_000)
     expect(page.get_by_text(re.compile("UMAP of the learned embedding")).first).to_be_visible(timeout=120_000)
     _idle(page, 120_000)
     shot(page, "3_explore")
@@ -158,7 +159,7 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     expect(page.get_by_role("heading", name="Cluster").first).to_be_visible()
     expect(page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Explore", exact=True)).to_be_visible()
     expect(page.get_by_text(re.compile(r"contrastive_sc\s*finished")).first).to_be_visible(timeout=90_000)
-    _idle(page)
+    _idle(page, 180_000)  # a fresh server's first run imports everything again
     shot(page, "8_after_restart")
 
 
@@ -183,8 +184,22 @@ def _check_live_view(page) -> None:
 
 
 def _grid_info(page) -> dict:
-    grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')").first
-    return grid.evaluate("""gd => {
+    """Panels, per-cell cluster colours and colours per cluster of the snapshot grid (retried: the live fragment
+    replaces the plot every second, and a replaced plot has no data)."""
+    for _ in range(20):
+        grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')").first
+        try:
+            info = grid.evaluate(_GRID_JS, timeout=5_000)
+        except Exception:  # noqa: BLE001 - detached while reading
+            info = None
+        if info:
+            return info
+        time.sleep(0.5)
+    raise AssertionError("could not read the snapshot grid")
+
+
+_GRID_JS = """gd => {
+        if (!gd.data) return null;
         const axes = new Set(gd.data.filter(t => (t.legendgroup || '').startsWith('c')).map(t => t.xaxis || 'x'));
         const byAxis = {};
         for (const t of gd.data) {
@@ -196,4 +211,21 @@ def _grid_info(page) -> dict:
         const colours = {};
         for (const t of gd.data) { if ((t.legendgroup || '').startsWith('c')) (colours[t.name] = colours[t.name] || new Set()).add(t.marker.color); }
         return {n_axes: axes.size, byAxis: byAxis, colours: Object.values(colours).map(s => s.size)};
-    }""")
+    }"""
+
+
+def _live_readme_shot(page, readme_shot) -> None:
+    """The training panel from its title to the bottom of the snapshot grid (a taller viewport for the shot)."""
+    page.set_viewport_size({"width": 1500, "height": 2200})
+    try:
+        for _ in range(20):
+            top = page.get_by_role("heading", name=re.compile(r"Training|Latest run")).first.bounding_box()
+            grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')").first.bounding_box()
+            if top and grid:
+                y0 = max(0, top["y"] - 10)
+                readme_shot(page, "live_training", clip={"x": top["x"] - 20, "y": y0, "width": 1500 - top["x"],
+                                                         "height": grid["y"] + grid["height"] + 10 - y0})
+                return
+            time.sleep(0.5)
+    finally:
+        page.set_viewport_size({"width": 1500, "height": 1400})
