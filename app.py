@@ -4,12 +4,17 @@ import sys
 
 import streamlit as st
 
-from scclust_core.ui import common, sidebar, state
+st.set_page_config(page_title="scclust · single-cell clustering", page_icon=":material/biotech:", layout="wide")
+# The first run of a fresh server imports torch and scanpy (seconds): say so instead of showing an empty page
+_loading = st.empty()
+_loading.caption(":material/hourglass_top: Loading scclust…")
+
+from scclust_core.ui import common, sidebar, state  # noqa: E402 - after the placeholder on purpose
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-st.set_page_config(page_title="scclust · single-cell clustering", page_icon=":material/biotech:", layout="wide")
 ws = state.init()
+_loading.empty()
 if "--demo" in sys.argv[1:] and not ws.has_dataset():
     # `streamlit run app.py -- --demo`: every new workspace opens on the built-in PBMC demo
     with st.spinner("Opening the built-in PBMC demo…"):

@@ -35,6 +35,7 @@ else:
 recs = state.runs()
 if recs:
     st.subheader(f"All runs on this dataset ({len(recs)})")
-    st.dataframe(live.runs_table(recs), hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("ARI", "NMI", "CA", "silhouette")})
+    st.dataframe(live.runs_table(recs), hide_index=True)
+    st.caption("Scores are display only (against the reference annotation chosen at the start; silhouette on the "
+               "run's own embedding); a dash means not known yet. Start times are UTC.")
     st.page_link("pages/3_explore.py", label="Explore the clusters", icon=":material/scatter_plot:")

@@ -1,19 +1,26 @@
 """Exports: a labeled .h5ad for scanpy and CELLxGENE, a labels CSV, run records as JSON, figures.
 
-The labeled AnnData keeps the uploaded data as it is (``X``, ``layers``, ``var``, existing ``obs``/``obsm``) and
-adds, for every chosen run with key ``k`` (``<method>_<id>``):
+The labeled AnnData keeps the data as it was read (``X`` with its sparse format, dtype and values; ``layers``,
+``var``, existing ``obs``) and adds, for every chosen run with key ``k`` (``<method>_<id>``):
 
 - ``obs[k]``: cluster labels as a categorical (renamed/merged names when the user edited them; cells the method
   dropped are missing), plus ``obs[k + '_original']`` with the method's own numbers when edited;
-- ``obsm['X_' + k]``: the learned embedding (``obsm[k + '_embedding']`` when some cells have no embedding, since
-  CELLxGENE refuses NaN in ``X_*`` embeddings); ``obsm['X_' + k + '_umap']``: its UMAP;
-- ``obsm['X_umap']``: the UMAP of the first run (what CELLxGENE opens with);
-- ``uns['scclust']['runs'][k]``: method, preset, metrics, renames and the full run record as JSON text;
-- ``uns[k + '_colors']``: the cluster colours (scanpy and CELLxGENE use them).
+- ``uns[k + '_colors']``: the cluster colours of the app (scanpy and CELLxGENE use them);
+- ``obsm['X_' + k + '_umap']``: the run's UMAP, a real 2-D view (CELLxGENE lists every ``X_*`` key as a layout
+  and draws its first two columns, so only 2-D views get the ``X_`` prefix);
+- ``obsm['emb_' + k]``: the learned embedding (all its dimensions; for scanpy,
+  ``sc.pp.neighbors(adata, use_rep='emb_' + k)``; NaN rows = cells the method dropped);
+- ``obsm['X_umap']``: the UMAP of the first run (what CELLxGENE opens with), unless the upload had one;
+- ``layers['counts']``: the raw counts when ``X`` holds them (scanpy's convention before normalising);
+  ``layers['lognorm']`` only when asked for;
+- ``uns['scclust']``: version, what each added key holds (``keys``), what was moved (``moved``), and per run the
+  method, preset, metrics, renames and the full run record as JSON text.
+
+Uploaded ``obsm['X_*']`` entries that are not 2-D (e.g. a 50-dimensional ``X_pca``) would show in CELLxGENE as a
+layout of their first two dimensions; they are kept under the same name without the ``X_`` prefix.
 """
 from __future__ import annotations
 
-import dataclasses
 import io as _io
 import json
 import logging
@@ -28,7 +35,8 @@ from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunExport", "run_key", "labeled_adata", "h5ad_bytes", "labels_csv", "run_json", "figure_bytes"]
+__all__ = ["RunExport", "run_key", "labeled_adata", "h5ad_bytes", "labels_csv", "run_json", "figure_bytes",
+           "describe_matrix", "key_table"]
 
 
 @dataclass
@@ -61,54 +69,131 @@ def _finite_xy(xy: np.ndarray) -> np.ndarray:
     return xy
 
 
-def labeled_adata(adata: AnnData, runs: Sequence[RunExport]) -> AnnData:
-    """A copy of ``adata`` with the runs added (see the module docstring); ``adata`` itself is not modified."""
+def labeled_adata(adata: AnnData, runs: Sequence[RunExport], *, lognorm: Any = None,
+                  counts_layer: bool = True) -> AnnData:
+    """A copy of ``adata`` with the runs added (see the module docstring); ``adata`` itself is not modified.
+
+    ``lognorm``: a cells × genes matrix (or AnnData) of normalised values to store as ``layers['lognorm']``
+    (only when the user asks for it). ``counts_layer``: store ``X`` as ``layers['counts']`` when it holds
+    integer counts and no counts layer exists.
+    """
     from . import __version__
-    from .plots import palette
 
-    from .methods._run import free_key
-
-    out = adata.copy()
-    meta: dict[str, Any] = {"version": __version__, "runs": {}, "renamed_keys": {}}
+    out = adata.copy()  # X keeps its type: a CSR stays CSR, values and dtype unchanged
+    meta: dict[str, Any] = {"version": __version__, "runs": {}, "keys": {}, "moved": {}}
+    _move_wide_layouts(out, meta)
+    _add_layers(out, meta, lognorm=lognorm, counts_layer=counts_layer)
     for i, r in enumerate(runs):
-        key = free_key(out, r.key)  # never overwrite a column that came with the upload (issue 14.4)
-        if key != r.key:
-            logger.info("obs[%r] came with the data: run written as %r", r.key, key)
-            meta["renamed_keys"][r.key] = key
-            r = dataclasses.replace(r, key=key)
-        lab = pd.Series(r.labels).reset_index(drop=True)
-        if len(lab) != out.n_obs:
-            raise ValueError(f"Run {r.key} has {len(lab)} labels but the data has {out.n_obs} cells")
-        if not isinstance(lab.dtype, pd.CategoricalDtype):
-            lab = lab.astype("category")
-        lab = lab.cat.rename_categories([str(c) for c in lab.cat.categories])
-        lab = lab.cat.remove_unused_categories()
-        out.obs[r.key] = pd.Categorical(lab.to_numpy(), categories=list(lab.cat.categories))
-        out.uns[f"{r.key}_colors"] = list(palette(list(lab.cat.categories)).values())
-        if r.edits and r.original_labels is not None:
-            orig = pd.Series(r.original_labels).reset_index(drop=True).astype("category")
-            out.obs[f"{r.key}_original"] = pd.Categorical(orig.astype(object).where(orig.notna(), None).to_numpy())
+        key = _free_obs_key(out, r.key, meta)
+        _add_labels(out, r, key, meta)
         if r.embedding is not None:
             emb = np.asarray(r.embedding, dtype=np.float32)
-            name = f"X_{r.key}" if np.isfinite(emb).all() else f"{r.key}_embedding"
-            out.obsm[name] = emb
+            if emb.shape[0] != out.n_obs:
+                raise ValueError(f"Run {r.key}: embedding has {emb.shape[0]} rows but the data has {out.n_obs} cells")
+            out.obsm[f"emb_{key}"] = emb
+            meta["keys"][f"obsm['emb_{key}']"] = (f"learned embedding of {key} ({emb.shape[1]} dims) — for scanpy: "
+                                               f"sc.pp.neighbors(adata, use_rep='emb_{key}')")
         if r.umap is not None:
             xy = _finite_xy(r.umap)
-            out.obsm[f"X_{r.key}_umap"] = xy
-            if "X_umap" not in adata.obsm and ("X_umap" not in out.obsm or i == 0):  # an uploaded X_umap stays
+            if xy.shape != (out.n_obs, 2):
+                raise ValueError(f"Run {r.key}: a UMAP must be {out.n_obs} × 2, got {xy.shape}")
+            out.obsm[f"X_{key}_umap"] = xy
+            meta["keys"][f"obsm['X_{key}_umap']"] = f"UMAP of the embedding of {key} (2-D layout)"
+            if "X_umap" not in out.obsm:
                 out.obsm["X_umap"] = xy
-        rec = r.record or {}
-        meta["runs"][r.key] = {
-            "run_id": str(rec.get("run_id", "")), "method": str(rec.get("method", "")),
-            "preset": str(rec.get("preset") or ""), "status": str(rec.get("status", "")),
-            "metrics": {k: float(v) for k, v in (rec.get("metrics") or {}).items() if isinstance(v, (int, float)) and v == v},
-            "renames": {str(k): str(v) for k, v in (r.edits or {}).items()},
-            "record_json": json.dumps(rec, default=str),
-        }
-    if "X_umap" not in out.obsm:
-        raise ValueError("No UMAP to export: compute the UMAP of at least one run first")
+                meta["keys"]["obsm['X_umap']"] = f"UMAP of {key} (the layout CELLxGENE opens with)"
+        meta["runs"][key] = _run_meta(r)
+    if not any(k.startswith("X_") for k in out.obsm):
+        raise ValueError("No 2-D layout to export: compute the UMAP of at least one run first")
+    meta["X"] = describe_matrix(out.X)
     out.uns["scclust"] = meta
     return out
+
+
+def describe_matrix(X: Any) -> str:
+    """``'sparse csr_matrix, float32, 1,234,567 stored values'`` or ``'dense ndarray, float32'``."""
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        return f"sparse {type(X).__name__}, {X.dtype}, {X.nnz:,} stored values"
+    return f"dense {type(X).__name__}, {np.asarray(X).dtype}"
+
+
+def _move_wide_layouts(out: AnnData, meta: dict[str, Any]) -> None:
+    """Uploaded ``X_*`` embeddings that are not 2-D lose the ``X_`` prefix (CELLxGENE would draw 2 of their dims)."""
+    for k in list(out.obsm.keys()):
+        v = out.obsm[k]
+        if k.startswith("X_") and (np.ndim(v) != 2 or np.shape(v)[1] != 2):
+            new = k[2:] or "embedding"
+            while new in out.obsm:
+                new = f"{new}_"
+            out.obsm[new] = out.obsm.pop(k)
+            meta["moved"][f"obsm['{k}']"] = f"obsm['{new}']"
+            meta["keys"][f"obsm['{new}']"] = f"your {k} ({np.shape(v)[1]} dims), renamed so CELLxGENE does not show it as a layout"
+
+
+def _add_layers(out: AnnData, meta: dict[str, Any], *, lognorm: Any, counts_layer: bool) -> None:
+    from .preprocess import is_integer_matrix
+
+    if counts_layer and "counts" not in out.layers and is_integer_matrix(out.X):
+        out.layers["counts"] = out.X
+        meta["keys"]["layers['counts']"] = "raw counts (the same values as X, as uploaded)"
+    if lognorm is not None:
+        mat = lognorm.X if isinstance(lognorm, AnnData) else lognorm
+        if tuple(mat.shape) != tuple(out.shape):
+            raise ValueError(f"The normalised matrix is {tuple(mat.shape)}, the data {tuple(out.shape)}")
+        name = "lognorm" if "lognorm" not in out.layers else "lognorm_scclust"
+        out.layers[name] = mat
+        meta["keys"][f"layers['{name}']"] = "normalised expression (normalize_total + log1p), as used for markers"
+
+
+def _free_obs_key(out: AnnData, key: str, meta: dict[str, Any]) -> str:
+    """``key``, or ``key_scclust[_n]`` when the upload already has such a column (never overwrite)."""
+    new, n = key, 0
+    while new in out.obs.columns or f"{new}_colors" in out.uns:
+        n += 1
+        new = f"{key}_scclust" + (f"_{n}" if n > 1 else "")
+    if new != key:
+        meta["moved"][f"obs['{key}']"] = f"obs['{new}'] (your data already had obs['{key}'])"
+        meta.setdefault("renamed_keys", {})[key] = new
+    return new
+
+
+def _add_labels(out: AnnData, r: RunExport, key: str, meta: dict[str, Any]) -> None:
+    from .plots import palette
+
+    lab = pd.Series(r.labels).reset_index(drop=True)
+    if len(lab) != out.n_obs:
+        raise ValueError(f"Run {r.key} has {len(lab)} labels but the data has {out.n_obs} cells")
+    if not isinstance(lab.dtype, pd.CategoricalDtype):
+        lab = lab.astype("category")
+    lab = lab.cat.rename_categories([str(c) for c in lab.cat.categories]).cat.remove_unused_categories()
+    out.obs[key] = pd.Categorical(lab.to_numpy(), categories=list(lab.cat.categories))
+    out.uns[f"{key}_colors"] = list(palette(list(lab.cat.categories)).values())
+    meta["keys"][f"obs['{key}']"] = f"clusters of run {r.record.get('run_id', key) if r.record else key} (colours in uns['{key}_colors'])"
+    if r.edits and r.original_labels is not None:
+        orig = pd.Series(r.original_labels).reset_index(drop=True).astype("category")
+        out.obs[f"{key}_original"] = pd.Categorical(orig.astype(object).where(orig.notna(), None).to_numpy())
+        meta["keys"][f"obs['{key}_original']"] = f"the method's own cluster numbers of {key}, before your renames"
+
+
+def _run_meta(r: RunExport) -> dict[str, Any]:
+    rec = r.record or {}
+    return {
+        "run_id": str(rec.get("run_id", "")), "method": str(rec.get("method", "")),
+        "preset": str(rec.get("preset") or ""), "status": str(rec.get("status", "")),
+        "metrics": {k: float(v) for k, v in (rec.get("metrics") or {}).items() if isinstance(v, (int, float)) and v == v},
+        "renames": {str(k): str(v) for k, v in (r.edits or {}).items()},
+        "record_json": json.dumps(rec, default=str),
+    }
+
+
+def key_table(adata: AnnData) -> pd.DataFrame:
+    """What each key added or moved by :func:`labeled_adata` holds (for the Export page)."""
+    meta = adata.uns.get("scclust", {})
+    rows = [{"key": k, "holds": v} for k, v in (meta.get("keys") or {}).items()]
+    rows.append({"key": "X", "holds": f"your expression matrix as read ({meta.get('X', describe_matrix(adata.X))})"})
+    return pd.DataFrame(rows)
 
 
 def h5ad_bytes(adata: AnnData) -> bytes:

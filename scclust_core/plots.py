@@ -15,7 +15,8 @@ from plotly.subplots import make_subplots
 __all__ = [
     "palette", "qc_histograms", "loss_curves", "metric_curves", "snapshot_grid", "snapshot_player",
     "embedding_scatter", "cluster_sizes", "composition_bar", "dotplot", "heatmap", "violin", "sankey",
-    "contingency_heatmap", "pick_snapshots",
+    "contingency_heatmap", "pick_snapshots", "pick_snapshot_indices", "best_and_final", "stable_snapshot_labels",
+    "match_clusters", "short_label",
 ]
 
 _PALETTE = pc.qualitative.Plotly + pc.qualitative.D3 + pc.qualitative.Dark24 + pc.qualitative.Light24
@@ -63,9 +64,14 @@ def qc_histograms(qc: pd.DataFrame, *, thresholds: dict[str, tuple[float | None,
         for v in (thresholds or {}).get(c, (None, None)):
             if v is not None:
                 fig.add_vline(x=v, line_dash="dash", line_color="crimson", row=1, col=i)
-        fig.update_yaxes(title_text="cells" if i == 1 else None, row=1, col=i)
-    fig.update_layout(height=300, **_LAYOUT)
+        fig.update_xaxes(title_text=_QC_AXES[c], row=1, col=i)
+        fig.update_yaxes(title_text="number of cells" if i == 1 else None, row=1, col=i)
+    fig.update_layout(height=320, **_LAYOUT)
     return fig
+
+
+_QC_AXES = {"total_counts": "total counts per cell (UMIs / reads)", "n_genes": "genes with ≥ 1 count",
+            "pct_mito": "% of the cell's counts from MT- genes"}
 
 
 # --------------------------------------------------------------------------- training curves
@@ -119,36 +125,120 @@ def _shade_phases(fig: go.Figure, df: pd.DataFrame) -> None:
                       line_width=0, annotation_text=str(phase), annotation_position="top left")
 
 
+_METRIC_NAMES = {"metric_ari": "ARI", "metric_nmi": "NMI", "metric_silhouette": "silhouette", "metric_ca": "accuracy"}
+
+
+def best_and_final(history: Iterable, metric: str) -> dict[str, tuple[int, float]] | None:
+    """``{"final": (epoch, value), "best": (epoch, value)}`` of a per-epoch score, or None when never scored.
+
+    Display only: the result of a run is always its last epoch; labels never pick an epoch.
+    """
+    df = _history_frame(history)
+    col = f"metric_{metric}"
+    if df.empty or col not in df.columns or not df[col].notna().any():
+        return None
+    sub = df[df[col].notna()]
+    last = sub.iloc[-1]
+    best = sub.loc[sub[col].idxmax()]
+    return {"final": (int(last["epoch"]), float(last[col])), "best": (int(best["epoch"]), float(best[col]))}
+
+
 def metric_curves(history: Iterable, *, title: str = "Agreement per epoch") -> go.Figure:
-    """ARI/NMI against the reference annotation (or silhouette without one) per epoch."""
+    """ARI/NMI against the reference annotation (or silhouette without one) per epoch, with the final and the
+    best epoch of the first score marked (the result is the final epoch; the best one is shown, never chosen)."""
     df = _history_frame(history)
     fig = go.Figure()
-    names = {"metric_ari": "ARI", "metric_nmi": "NMI", "metric_silhouette": "silhouette", "metric_ca": "accuracy"}
-    mcols = [c for c in names if c in df.columns] if not df.empty else []  # scores only (not e.g. the lr)
+    mcols = [c for c in _METRIC_NAMES if c in df.columns and df[c].notna().any()] if not df.empty else []
     for i, c in enumerate(mcols):
         sub = df[df[c].notna()]  # methods score only some epochs: connect the scored ones
-        if len(sub):
-            fig.add_trace(go.Scatter(x=sub["epoch"], y=sub[c], mode="lines+markers", marker_size=5,
-                                     name=names.get(c, c[7:]), line_color=_PALETTE[(i + 3) % len(_PALETTE)]))
-    if not df.empty:
+        fig.add_trace(go.Scatter(x=sub["epoch"], y=sub[c], mode="lines+markers", marker_size=5,
+                                 name=_METRIC_NAMES[c], line_color=_PALETTE[(i + 3) % len(_PALETTE)]))
+    if mcols:
+        _mark_best_final(fig, history, mcols[0][len("metric_"):])
         _shade_phases(fig, df)
         _epoch_ticks(fig, df)
+    else:
+        fig.add_annotation(text="No scored epoch yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="score", height=340, **_LAYOUT)
     return fig
 
 
+def _mark_best_final(fig: go.Figure, history: Iterable, metric: str) -> None:
+    bf = best_and_final(history, metric)
+    if bf is None:
+        return
+    name = _METRIC_NAMES[f"metric_{metric}"]
+    (fe, fv), (be, bv) = bf["final"], bf["best"]
+    fig.add_trace(go.Scatter(x=[fe], y=[fv], mode="markers+text", name=f"final epoch {fe}: {name} {fv:.3f}",
+                             marker=dict(symbol="diamond", size=13, color="black"), text=[f"final {fv:.3f}"],
+                             textposition="bottom left"))
+    if be != fe:
+        fig.add_trace(go.Scatter(x=[be], y=[bv], mode="markers+text", name=f"best epoch {be}: {name} {bv:.3f}",
+                                 marker=dict(symbol="star", size=14, color="goldenrod"), text=[f"best {bv:.3f}"],
+                                 textposition="top center"))
+
+
 # --------------------------------------------------------------------------- snapshots (CICL Fig. 3 style)
+def match_clusters(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """``current`` relabelled so each cluster takes the id of the ``previous`` cluster it overlaps most.
+
+    Both arrays label the same cells. The matching is one-to-one and maximises the total overlap (Hungarian
+    algorithm on the contingency table); clusters left without a partner get the smallest ids unused by both.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    prev, cur = np.asarray(previous), np.asarray(current)
+    if prev.shape != cur.shape:
+        raise ValueError(f"match_clusters needs labels of the same cells: got {prev.shape} and {cur.shape}")
+    pu, pinv = np.unique(prev, return_inverse=True)
+    cu, cinv = np.unique(cur, return_inverse=True)
+    overlap = np.zeros((len(cu), len(pu)), dtype=np.int64)
+    np.add.at(overlap, (cinv, pinv), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    new_id = {int(cu[r]): int(pu[c]) for r, c in zip(rows, cols) if overlap[r, c] > 0}
+    used = set(new_id.values()) | {int(v) for v in pu}
+    free = (i for i in range(len(cu) + len(pu) + 1) if i not in used)
+    for c in cu:
+        if int(c) not in new_id:
+            new_id[int(c)] = next(free)
+    return np.array([new_id[int(c)] for c in cu], dtype=np.int64)[cinv]
+
+
+def stable_snapshot_labels(snapshots: Sequence) -> list[np.ndarray]:
+    """Cluster ids of every snapshot matched to the previous snapshot's (:func:`match_clusters`), so a cluster
+    keeps its id, hence its colour, from one epoch to the next; the first snapshot keeps its own ids."""
+    out: list[np.ndarray] = []
+    for s in snapshots:
+        lab = np.asarray(s.labels, dtype=np.int64)
+        out.append(lab if not out or out[-1].shape != lab.shape else match_clusters(out[-1], lab))
+    return out
+
+
 def pick_snapshots(snapshots: Sequence, max_cols: int = 6) -> list:
     """At most ``max_cols`` snapshots evenly spread from the first to the last (both kept)."""
-    n = len(snapshots)
+    return [snapshots[i] for i in pick_snapshot_indices(len(snapshots), max_cols)]
+
+
+def pick_snapshot_indices(n: int, max_cols: int = 6) -> list[int]:
+    """Indices of the snapshots :func:`snapshot_grid` draws (all when ``n <= max_cols``)."""
     if n <= max_cols:
-        return list(snapshots)
-    idx = np.unique(np.linspace(0, n - 1, max_cols).round().astype(int))
-    return [snapshots[i] for i in idx]
+        return list(range(n))
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, max_cols).round().astype(int))]
+
+
+def _cluster_colours(ids: Iterable[np.ndarray]) -> dict[str, str]:
+    """Colour per matched cluster id (another palette than the reference's, so cluster 0 and the first cell
+    type do not look the same)."""
+    alt = pc.qualitative.Dark24 + pc.qualitative.Alphabet
+    top = max((int(np.max(a)) for a in ids if len(a)), default=0)
+    return {str(i): alt[i % len(alt)] for i in range(top + 1)}
 
 
 def _scatter_traces(xy: np.ndarray, labels: Sequence, colors: dict[str, str], *, size: float = 4,
-                    showlegend: bool = False, legendgroup_prefix: str = "", hover: Sequence | None = None) -> list:
+                    showlegend: bool = False, legendgroup_prefix: str = "", hover: Sequence | None = None,
+                    name_prefix: str = "", legend: str = "legend") -> list:
     s = pd.Series(labels).astype(object).where(pd.notna(pd.Series(labels)), "n/a").astype(str)
     traces = []
     order = list(colors) + [c for c in pd.unique(s) if c not in colors]
@@ -157,8 +247,9 @@ def _scatter_traces(xy: np.ndarray, labels: Sequence, colors: dict[str, str], *,
         if not m.any():
             continue
         traces.append(go.Scattergl(
-            x=xy[m, 0], y=xy[m, 1], mode="markers", name=str(cat), legendgroup=f"{legendgroup_prefix}{cat}",
-            showlegend=showlegend, marker=dict(size=size, color=colors.get(cat, _MISSING), line_width=0),
+            x=xy[m, 0], y=xy[m, 1], mode="markers", name=f"{name_prefix}{cat}", legendgroup=f"{legendgroup_prefix}{cat}",
+            customdata=np.flatnonzero(m).tolist(),  # the snapshot cell each point is (same cells in every panel)
+            showlegend=showlegend, marker=dict(size=size, color=colors.get(cat, _MISSING), line_width=0), legend=legend,
             hovertext=None if hover is None else np.asarray(hover)[m], hoverinfo="text+name" if hover is not None else "name",
         ))
     return traces
@@ -166,29 +257,35 @@ def _scatter_traces(xy: np.ndarray, labels: Sequence, colors: dict[str, str], *,
 
 def snapshot_grid(snapshots: Sequence, reference: Sequence | None = None, *, max_cols: int = 6,
                   reference_name: str = "reference") -> go.Figure:
-    """Grid of embedding snapshots: one column per epoch; top row coloured by the clusters at that epoch,
-    bottom row by the reference annotation (when given; ``reference[i]`` belongs to snapshot cell ``i``)."""
-    snaps = pick_snapshots(snapshots, max_cols)
+    """Grid of embedding snapshots: one column per drawn epoch (:func:`pick_snapshot_indices`); top row coloured
+    by the clusters at that epoch (ids matched across epochs, so colours are stable), bottom row by the reference
+    annotation (when given; ``reference[i]`` belongs to snapshot cell ``i``). Two legends: clusters, reference."""
+    snaps = list(snapshots)
     rows = 2 if reference is not None else 1
     if not snaps:
         fig = go.Figure()
         fig.update_layout(title="No snapshots yet", height=200, **_LAYOUT)
         return fig
-    titles = [f"epoch {s.epoch}" + (f" · {s.phase}" if s.phase not in ("train",) else "") for s in snaps]
-    fig = make_subplots(rows=rows, cols=len(snaps), subplot_titles=titles + [""] * len(snaps) * (rows - 1),
+    ids = stable_snapshot_labels(snaps)
+    picked = pick_snapshot_indices(len(snaps), max_cols)
+    titles = [f"epoch {snaps[k].epoch}" + (f" · {snaps[k].phase}" if snaps[k].phase not in ("train",) else "")
+              for k in picked]
+    fig = make_subplots(rows=rows, cols=len(picked), subplot_titles=titles + [""] * len(picked) * (rows - 1),
                         horizontal_spacing=0.01, vertical_spacing=0.04)
-    n_clusters = max(int(np.max(s.labels)) + 1 for s in snaps)
-    # another palette than the reference's, so cluster 0 and the first cell type do not look the same
-    alt = pc.qualitative.Dark24 + pc.qualitative.Alphabet
-    ccols = {str(i): alt[i % len(alt)] for i in range(n_clusters)}
+    ccols = _cluster_colours(ids[k] for k in picked)
     if reference is not None:
         ref = pd.Series(reference)
         rcols = palette(_categories(ref))
-    for j, s in enumerate(snaps, start=1):
-        for t in _scatter_traces(s.xy, [str(v) for v in s.labels], ccols, size=3, legendgroup_prefix="c"):
+    shown: set[str] = set()
+    for j, k in enumerate(picked, start=1):
+        s, lab = snaps[k], [str(v) for v in ids[k]]
+        for t in _scatter_traces(s.xy, lab, ccols, size=3, legendgroup_prefix="c", name_prefix="cluster "):
+            t.showlegend = t.name not in shown
+            shown.add(t.name)
             fig.add_trace(t, row=1, col=j)
         if reference is not None:
-            for t in _scatter_traces(s.xy, ref.to_numpy(), rcols, size=3, showlegend=(j == 1), legendgroup_prefix="r"):
+            for t in _scatter_traces(s.xy, ref.to_numpy(), rcols, size=3, showlegend=(j == 1), legendgroup_prefix="r",
+                                     legend="legend2"):
                 fig.add_trace(t, row=2, col=j)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
@@ -196,47 +293,49 @@ def snapshot_grid(snapshots: Sequence, reference: Sequence | None = None, *, max
     if reference is not None:
         fig.update_yaxes(title_text=reference_name, row=2, col=1)
     fig.update_layout(height=220 * rows + 60, title="Embedding snapshots during training (PCA of the latent space)",
-                      legend=dict(title=reference_name, itemsizing="constant"), **_LAYOUT)
+                      legend=dict(title="clusters (matched across epochs)", itemsizing="constant", y=1, yanchor="top"),
+                      legend2=dict(title=reference_name, itemsizing="constant", y=0.45, yanchor="top"), **_LAYOUT)
     return fig
 
 
 def snapshot_player(snapshots: Sequence, reference: Sequence | None = None, *, color_by: str = "clusters",
                     reference_name: str = "reference") -> go.Figure:
-    """One scatter with a slider and a play button over every snapshot (colour: clusters or reference)."""
+    """One scatter with a slider and a play button over every snapshot (colour: clusters, matched across epochs
+    so each keeps its colour, or the reference annotation)."""
     snaps = list(snapshots)
     fig = go.Figure()
     if not snaps:
         fig.update_layout(title="No snapshots yet", height=200, **_LAYOUT)
         return fig
     use_ref = color_by != "clusters" and reference is not None
+    ids = stable_snapshot_labels(snaps)
     if use_ref:
         ref = pd.Series(reference)
         cols = palette(_categories(ref))
     else:
-        n_clusters = max(int(np.max(s.labels)) + 1 for s in snaps)
-        cols = palette([str(i) for i in range(n_clusters)])
+        cols = _cluster_colours(ids)
     cats = list(cols)
 
-    def traces(s):
-        lab = pd.Series(reference).to_numpy() if use_ref else np.array([str(v) for v in s.labels])
+    def traces(k):
+        lab = pd.Series(reference).to_numpy() if use_ref else np.array([str(v) for v in ids[k]])
         lab = pd.Series(lab).astype(object).where(pd.notna(pd.Series(lab)), "n/a").astype(str).to_numpy()
         out = []
         for c in cats:  # same trace list in every frame (empty traces keep the animation stable)
             m = lab == c
-            out.append(go.Scattergl(x=s.xy[m, 0], y=s.xy[m, 1], mode="markers", name=c,
-                                    marker=dict(size=5, color=cols[c], line_width=0)))
+            out.append(go.Scattergl(x=snaps[k].xy[m, 0], y=snaps[k].xy[m, 1], mode="markers",
+                                    name=c if use_ref else f"cluster {c}", marker=dict(size=5, color=cols[c], line_width=0)))
         return out
 
     all_xy = np.concatenate([s.xy for s in snaps])
     pad = 0.05 * (all_xy.max(0) - all_xy.min(0) + 1e-9)
-    for t in traces(snaps[-1]):
+    for t in traces(len(snaps) - 1):
         fig.add_trace(t)
-    fig.frames = [go.Frame(data=traces(s), name=str(k)) for k, s in enumerate(snaps)]
+    fig.frames = [go.Frame(data=traces(k), name=str(k)) for k in range(len(snaps))]
     steps = [dict(method="animate", label=f"{s.epoch}", args=[[str(k)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                                              transition=dict(duration=0))])
              for k, s in enumerate(snaps)]
     fig.update_layout(
-        height=480, title=f"Snapshots (colour: {reference_name if use_ref else 'clusters at that epoch'})",
+        height=480, title=f"Snapshots (colour: {reference_name if use_ref else 'clusters, matched across epochs'})",
         xaxis=dict(range=[all_xy[:, 0].min() - pad[0], all_xy[:, 0].max() + pad[0]], showticklabels=False, title="PC 1"),
         yaxis=dict(range=[all_xy[:, 1].min() - pad[1], all_xy[:, 1].max() + pad[1]], showticklabels=False, title="PC 2"),
         sliders=[dict(active=len(snaps) - 1, steps=steps, currentvalue=dict(prefix="epoch "), pad=dict(t=40))],
@@ -245,7 +344,7 @@ def snapshot_player(snapshots: Sequence, reference: Sequence | None = None, *, c
                  args=[None, dict(frame=dict(duration=500, redraw=True), fromcurrent=False, transition=dict(duration=0))]),
             dict(label="❚❚ Pause", method="animate", args=[[None], dict(mode="immediate", frame=dict(duration=0, redraw=False))]),
         ])],
-        legend=dict(itemsizing="constant"), **_LAYOUT,
+        legend=dict(itemsizing="constant", title=reference_name if use_ref else "cluster"), **_LAYOUT,
     )
     return fig
 
@@ -393,12 +492,20 @@ def sankey(a: Sequence, b: Sequence, *, a_name: str = "clusters", b_name: str = 
                 lcol.append(_rgba(colors_a[c], 0.45))
     fig = go.Figure(go.Sankey(
         arrangement="snap",
-        node=dict(label=labels, pad=12, thickness=14, color=[colors_a[c] for c in ca] + [colors_b[c] for c in cb]),
+        node=dict(label=[short_label(v) for v in labels], customdata=labels, pad=12, thickness=14,
+                  hovertemplate="%{customdata}<br>%{value} cells<extra></extra>",
+                  color=[colors_a[c] for c in ca] + [colors_b[c] for c in cb]),
         link=dict(source=src, target=dst, value=val, color=lcol),
     ))
     fig.update_layout(title=f"{a_name} (left) → {b_name} (right)", height=max(420, 22 * max(len(ca), len(cb)) + 120),
-                      template="plotly_white", margin=dict(l=10, r=10, t=50, b=10))
+                      template="plotly_white", margin=dict(l=10, r=10, t=50, b=10), font=dict(size=13))
     return fig
+
+
+def short_label(name: str, max_len: int = 22) -> str:
+    """``name`` cut to ``max_len`` characters with an ellipsis (the full name goes in the hover text)."""
+    name = str(name)
+    return name if len(name) <= max_len else name[: max_len - 1].rstrip() + "…"
 
 
 def _rgba(color: str, alpha: float) -> str:

@@ -44,7 +44,7 @@ def test_export_never_overwrites_uploaded_columns(counts_adata):
     umap = np.random.default_rng(0).normal(size=(ad.n_obs, 2)).astype(np.float32)
     out = labeled_adata(ad, [RunExport(key="kmeans_abc123", labels=labels, umap=umap)])
     assert (out.obs["kmeans_abc123"] == "user").all()  # the upload's column is untouched
-    assert out.obs["kmeans_abc123_2"].nunique() == 3
-    assert out.uns["scclust"]["renamed_keys"] == {"kmeans_abc123": "kmeans_abc123_2"}
+    assert out.obs["kmeans_abc123_scclust"].nunique() == 3
+    assert out.uns["scclust"]["renamed_keys"] == {"kmeans_abc123": "kmeans_abc123_scclust"}
     np.testing.assert_array_equal(out.obsm["X_umap"], 1.0)  # an uploaded layout stays as it was
-    np.testing.assert_array_equal(out.obsm["X_kmeans_abc123_2_umap"], umap)
+    np.testing.assert_array_equal(out.obsm["X_kmeans_abc123_scclust_umap"], umap)

@@ -42,13 +42,13 @@ def flows(rec) -> None:
 
 def leaderboard() -> None:
     recs = [r for r in state.runs() if r.status in ("completed", "cancelled")]
-    df = live.runs_table(recs)
+    df = live.runs_table(recs, numeric=True)
     if df.empty:
         st.info("No finished runs yet.")
         return
     df = df.sort_values("ARI" if df["ARI"].notna().any() else "silhouette", ascending=False, na_position="last")
-    st.dataframe(df.drop(columns=["run"]).assign(run=df["run"].str.rsplit("_", n=1).str[-1]), hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("ARI", "NMI", "CA", "silhouette")})
+    st.dataframe(live.as_text(df.drop(columns=["run"]).assign(run=df["run"].str.rsplit("_", n=1).str[-1])),
+                 hide_index=True)
     st.caption("ARI/NMI/CA are computed against the reference annotation chosen when each run started "
                "(column 'reference'); silhouette is on each run's own embedding.")
     st.download_button("Download the leaderboard (CSV)", df.to_csv(index=False), "leaderboard.csv", key="lb_dl")

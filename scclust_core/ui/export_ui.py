@@ -1,4 +1,4 @@
-"""Export page sections: labeled h5ad, labels CSV, run records, figures."""
+"""Export page sections: labeled h5ad (with the table of its keys), labels CSV, run records, figures."""
 from __future__ import annotations
 
 import re
@@ -26,6 +26,12 @@ def _runs_to_export(ids: list[str]) -> list[export.RunExport]:
     return out
 
 
+def _integer_values(X) -> bool:
+    from ..preprocess import is_integer_matrix
+
+    return bool(is_integer_matrix(X))
+
+
 def _stem() -> str:
     name = state.dataset_state().get("dataset_name", "dataset")
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.rsplit(".", 1)[0])[:60] or "dataset"
@@ -45,21 +51,34 @@ def data_section() -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Labeled AnnData (.h5ad)** — for scanpy and CELLxGENE")
-        st.caption("Your original data untouched, plus each run's clusters (with your names) in obs, its embedding "
-                   "and UMAP in obsm (X_umap = first run), and the run records in uns['scclust'].")
+        ad = state.adata()
+        st.caption(f"`X` is your expression matrix exactly as read ({export.describe_matrix(ad.X)}), plus each "
+                   "run's clusters and colours, its UMAP as a 2-D layout and its learned embedding for scanpy, and "
+                   "the run records in `uns['scclust']`. The table after building says which key is which.")
+        if str(ad.X.dtype) == "float32" and _integer_values(ad.X):
+            st.caption("The reader stores counts as float32 (exact for counts up to 16,777,216): the values are "
+                       "your counts, the dtype may differ from the file's integers.")
+        with_lognorm = st.checkbox("Also include the normalised matrix (layers['lognorm']: normalize_total + log1p, "
+                                   "as used for markers)", value=False, key="exp_lognorm",
+                                   help="Off by default: it makes the file about twice as large.")
         if st.button("Build the .h5ad", type="primary", key="exp_build"):
             with st.status("Building the labeled .h5ad (computing UMAPs when needed)…") as s:
                 runs = _runs_to_export(chosen)
-                out = export.labeled_adata(state.adata(), runs)
-                st.session_state["_export_h5ad"] = (tuple(chosen), export.h5ad_bytes(out))
+                out = export.labeled_adata(ad, runs, lognorm=state.lognorm() if with_lognorm else None)
+                st.session_state["_export_h5ad"] = (tuple(chosen), with_lognorm, export.h5ad_bytes(out),
+                                                    export.key_table(out))
                 renamed = out.uns["scclust"].get("renamed_keys") or {}  # uploaded columns are never overwritten
                 note = "; ".join(f"{a} was taken by your data, so written as {b}" for a, b in renamed.items())
                 s.update(label=f"Ready: {out.n_obs:,} cells, columns {', '.join(out.uns['scclust']['runs'])}"
                          + (f" ({note})" if note else ""), state="complete")
         got = st.session_state.get("_export_h5ad")
-        if got and list(got[0]) == chosen:
-            st.download_button(f"Download {_stem()}_scclust.h5ad ({len(got[1]) / 2**20:.1f} MB)", got[1],
+        if got and list(got[0]) == chosen and got[1] == with_lognorm:
+            st.download_button(f"Download {_stem()}_scclust.h5ad ({len(got[2]) / 2**20:.1f} MB)", got[2],
                                f"{_stem()}_scclust.h5ad", mime="application/octet-stream", key="exp_h5ad_dl")
+            st.markdown("**What is in the file**")
+            st.dataframe(got[3], hide_index=True)
+            st.caption("CELLxGENE lists every `obsm['X_…']` key as a layout, so only 2-D views have that prefix; "
+                       "learned embeddings are under `obsm['emb_…']` (for `sc.pp.neighbors(adata, use_rep=…)`).")
     with c2:
         st.markdown("**Cluster labels (.csv)** — one row per cell, one column per run")
         runs_light = [export.RunExport(key=export.run_key(r, by_id[r].method), labels=state.labels(r)) for r in chosen]

@@ -17,6 +17,39 @@ def _fmt_time(s: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def clock(t: float | str | None) -> str:
+    """A wall-clock time (UTC, as the run records store it): ``14:03:12 UTC``, with the date when not today."""
+    from datetime import datetime, timezone
+
+    if t is None or t == "":
+        return "–"
+    try:
+        dt = datetime.fromtimestamp(t, timezone.utc) if isinstance(t, (int, float)) else datetime.fromisoformat(str(t))
+    except (ValueError, OSError, OverflowError):
+        return "–"
+    dt = dt.astimezone(timezone.utc)
+    today = datetime.now(timezone.utc).date()
+    return dt.strftime("%H:%M:%S UTC") if dt.date() == today else dt.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def save_estimate(run_id: str, est: dict) -> None:
+    """Keep the estimate shown before Start next to the run (workspace cache), to compare with the actual time."""
+    import json
+
+    path = state.workspace().cache_dir / f"{run_id}_estimate.json"
+    path.write_text(json.dumps(est))
+
+
+def load_estimate(run_id: str) -> dict | None:
+    import json
+
+    path = state.workspace().cache_dir / f"{run_id}_estimate.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _reference_for(snapshot_index, label_key: str | None):
     ad = state.adata()
     if label_key is None or ad is None or label_key not in ad.obs or snapshot_index is None:
@@ -27,30 +60,86 @@ def _reference_for(snapshot_index, label_key: str | None):
     return ad.obs[label_key].iloc[idx].reset_index(drop=True)
 
 
-def training_view(history, snapshots, snapshot_index, *, label_key: str | None, key: str, live: bool = False) -> None:
+_NO_PICK = ("Labels are never used to pick the epoch: the result is the last epoch, as in the paper; "
+            "the best epoch is marked for information only.")
+
+
+def _loss_line(history) -> str:
+    """The latest value of every plotted loss curve, named as in its legend, with its epoch."""
+    last = history[-1]
+    multi = len({h.phase for h in history}) > 1
+    parts = [f"{k}{f' ({last.phase})' if multi else ''} {v:.4g}" for k, v in last.losses.items() if np.isfinite(v)]
+    return f"Loss at epoch {last.epoch} ({last.phase}): " + (" · ".join(parts) or "not finite")
+
+
+def _metric_cards(history, label_key: str | None) -> None:
+    """One card per plotted score: its value at the latest scored epoch, the epoch in the label."""
+    names = [("ari", "ARI"), ("nmi", "NMI"), ("silhouette", "Silhouette")]
+    scored = {n: [h for h in history if np.isfinite(h.metrics.get(n, np.nan))] for n, _ in names}
+    shown = [(n, lab) for n, lab in names if scored[n]]
+    if not shown:
+        return
+    cols = st.columns(len(shown))
+    for col, (name, label) in zip(cols, shown):
+        pts = scored[name]
+        cur = pts[-1].metrics[name]
+        delta = f"{cur - pts[-2].metrics[name]:+.3f}" if len(pts) > 1 else None
+        ref = f" vs {label_key}" if label_key and name != "silhouette" else ""
+        col.metric(f"{label}{ref} · epoch {pts[-1].epoch}", f"{cur:.3f}", delta,
+                   help=f"the last point of the {label} curve below" + (
+                       f"; the change is from epoch {pts[-2].epoch}" if len(pts) > 1 else ""))
+
+
+def _best_final_line(history) -> str | None:
+    for name, label in (("ari", "ARI"), ("nmi", "NMI"), ("silhouette", "silhouette")):
+        bf = plots.best_and_final(history, name)
+        if bf:
+            (fe, fv), (be, bv) = bf["final"], bf["best"]
+            best = f" · ★ best: epoch {be}, {label} {bv:.3f}" if be != fe else " (also the best epoch)"
+            return f"◆ final: epoch {fe}, {label} {fv:.3f}{best}. {_NO_PICK}"
+    return None
+
+
+def snapshot_heading(n_taken: int, epochs_drawn: list[int], *, live: bool, finishing: bool) -> str:
+    """What the grid shows, in numbers that match its panels."""
+    n = len(epochs_drawn)
+    text = f"**Embedding snapshots** — {n} panel{'s' if n != 1 else ''} (epoch{'s' if n != 1 else ''} " \
+           f"{', '.join(map(str, epochs_drawn))})"
+    if n < n_taken:
+        text += f"; {n_taken} snapshots taken, all of them in the Player tab"
+    if finishing:
+        text += "; the final snapshot (final clusters) is being computed"
+    elif live:
+        text += "; more appear as training goes on"
+    return text
+
+
+def training_view(history, snapshots, snapshot_index, *, label_key: str | None, key: str, live: bool = False,
+                  finishing: bool = False) -> None:
     """Metrics, loss curves, metric curves and snapshots (shared by the live panel and finished runs)."""
-    last = history[-1] if history else None
-    if last is not None:
-        cols = st.columns(4)
-        for i, (name, label) in enumerate([("ari", "ARI"), ("nmi", "NMI"), ("silhouette", "Silhouette")]):
-            scored = [h for h in history if np.isfinite(h.metrics.get(name, np.nan))]  # latest scored epoch
-            if scored:
-                cur = scored[-1].metrics[name]
-                delta = f"{cur - scored[-2].metrics[name]:+.3f}" if len(scored) > 1 else None
-                cols[i].metric(label + (" vs " + label_key if label_key and name != "silhouette" else ""),
-                               f"{cur:.3f}", delta, help=f"at epoch {scored[-1].epoch}")
-        total = sum(v for v in last.losses.values() if np.isfinite(v))
-        cols[3].metric(f"Loss ({last.phase})", f"{total:.4g}")
+    if not history:
+        st.info("The loss and score curves appear after the first epoch.")
+    else:
+        _metric_cards(history, label_key)
         c1, c2 = st.columns(2)
         c1.plotly_chart(plots.loss_curves(history), key=f"{key}_loss")
-        c2.plotly_chart(plots.metric_curves(
-            history, title=f"ARI / NMI vs {label_key}" if label_key else "Silhouette of the current clusters"),
-            key=f"{key}_metrics")
+        c1.caption(_loss_line(history))
+        if any(np.isfinite(h.metrics.get(k, np.nan)) for h in history for k in ("ari", "nmi", "silhouette", "ca")):
+            c2.plotly_chart(plots.metric_curves(
+                history, title=f"ARI / NMI vs {label_key}" if label_key else "Silhouette of the current clusters"),
+                key=f"{key}_metrics")
+            line = _best_final_line(history)
+            if line:
+                c2.caption(line)
+        else:
+            c2.info("The score curve appears at the first scored epoch.")
     if snapshots:
         ref = _reference_for(snapshot_index, label_key)
-        st.markdown(f"**Embedding snapshots** ({len(snapshots)}{' so far' if live else ''}) — top: clusters at that epoch"
-                    + (f"; bottom: {label_key}" if ref is not None else ""))
-        t1, t2 = st.tabs(["Grid", "Player (slider / play)"])
+        drawn = [snapshots[i].epoch for i in plots.pick_snapshot_indices(len(snapshots))]
+        st.markdown(snapshot_heading(len(snapshots), drawn, live=live, finishing=finishing)
+                    + (f" — top: clusters at that epoch (colours matched across epochs); bottom: {label_key}"
+                       if ref is not None else " — clusters at that epoch (colours matched across epochs)"))
+        t1, t2 = st.tabs(["Grid", f"Player ({len(snapshots)} snapshots, slider / play)"])
         with t1:
             st.plotly_chart(plots.snapshot_grid(snapshots, ref, reference_name=label_key or "reference"),
                             key=f"{key}_grid")
@@ -76,14 +165,18 @@ def live_panel(job: TrainingJob) -> None:
                 job.cancel()
                 st.toast("Cancelling after this epoch…")
             frac = min(1.0, snap.epoch / snap.total_epochs) if snap.total_epochs else 0.0
-            text = (f"Epoch {snap.epoch}/{snap.total_epochs or '?'} · elapsed {_fmt_time(snap.elapsed)} · "
-                    f"ETA {_fmt_time(snap.eta)}")
-            if snap.status == "queued":
+            started = f"started {clock(snap.started)} · elapsed {_fmt_time(snap.elapsed)}"
+            text = f"training… epoch {snap.epoch}/{snap.total_epochs or '–'} · {started} · ETA {_fmt_time(snap.eta)}"
+            if not snap.running:
+                text = f"{snap.status} · epoch {snap.epoch}/{snap.total_epochs or '–'} · {started}"
+            elif snap.status == "queued":
                 ahead = snap.queue_position or 0
-                text = (f"Queued: {ahead} training{'' if ahead == 1 else 's'} ahead on this server; it starts "
-                        f"when one ends · waiting {_fmt_time(snap.elapsed)}")
+                text = (f"queued: {ahead} training{'' if ahead == 1 else 's'} ahead on this server; it starts when "
+                        f"one ends · {started}")
             elif snap.running and snap.epoch == 0:
-                text = f"Preparing data (preprocessing recipe)… elapsed {_fmt_time(snap.elapsed)}"
+                text = f"preparing the data (preprocessing recipe)… · {started}"
+            elif snap.running and snap.total_epochs and snap.epoch >= snap.total_epochs:
+                text = f"last epoch done: computing the final clusters and snapshot… · {started}"
             st.progress(frac, text=text)
             if snap.method == "recommend" and snap.running:
                 recommend_ui.candidate_progress(snap)
@@ -95,8 +188,12 @@ def live_panel(job: TrainingJob) -> None:
             st.caption(" · ".join(info))
             if snap.status == "failed":
                 st.error(f"The run failed: {snap.error}")
+            est = load_estimate(job.run_id)
+            if est:
+                st.caption(f"Estimated before Start: {est['text']}")
             training_view(snap.history, snap.snapshots, snap.snapshot_index, label_key=job.label_key,
-                          key=f"live_{job.run_id}", live=snap.running)
+                          key=f"live_{job.run_id}", live=snap.running,
+                          finishing=bool(snap.running and snap.total_epochs and snap.epoch >= snap.total_epochs))
         done_key = f"_done_{job.run_id}"
         if not snap.running and not st.session_state.get(done_key):
             st.session_state[done_key] = True
@@ -127,6 +224,11 @@ def run_summary(rec) -> None:
         if k in mets and mets[k] == mets[k]:
             parts.append(f"{lab} {mets[k]:.3f}")
     msg(f"**{res.method}** {'finished' if status == 'completed' else status}: " + " · ".join(parts))
+    est = load_estimate(rec.run_id)
+    if est and est.get("seconds"):
+        ratio = res.seconds / est["seconds"] if est["seconds"] > 0 else float("nan")
+        st.caption(f"Time: estimated {est['text'].split(' · ')[0]} before Start, took {_fmt_time(res.seconds)} "
+                   f"({ratio:.1f}× the estimate)" + (f"; peak memory estimate was {est['mib']:.0f} MiB" if est.get("mib") else ""))
     if res.extras.get("note"):
         st.caption(str(res.extras["note"]))
     for w in res.extras.get("warnings", []):
@@ -147,19 +249,62 @@ def run_details(recs) -> None:
         rid = st.selectbox("Show the training record of", list(by_id), format_func=lambda i: state.run_label(by_id[i]),
                            key=f"cluster_show_{len(recs)}_{recs[0].run_id}")
     run_summary(by_id[rid])
-    from .cluster_ui import delete_run_button  # a Delete button (with confirmation) under the shown run
-
     delete_run_button(by_id[rid])
 
 
-def runs_table(recs) -> pd.DataFrame:
+def runs_table(recs, *, numeric: bool = False) -> pd.DataFrame:
+    """One row per run. ``numeric``: scores as numbers (NaN when unknown, for sorting); otherwise text with a
+    dash for what is not known yet and "training… epoch 12/40" for a run still training."""
+    live = state.jobs()
     rows = []
     for r in recs:
         m = r.meta
         met = m.get("metrics") or {}
-        rows.append({"run": r.run_id, "method": m.get("method"), "preset": m.get("preset") or "",
-                     "status": r.status, "K": m.get("n_clusters"), "ARI": met.get("ari"), "NMI": met.get("nmi"),
-                     "CA": met.get("ca"), "silhouette": met.get("silhouette"),
-                     "time (s)": None if m.get("seconds") is None else round(float(m["seconds"]), 1),
-                     "reference": m.get("label_key") or "", "started": (m.get("started_at") or "").replace("T", " ")[:19]})
-    return pd.DataFrame(rows)
+        job = live.get(r.run_id)
+        snap = job.snapshot() if job is not None and job.running else None
+        status = r.status
+        if snap is not None:
+            status = ("queued" if snap.status == "queued" else
+                      f"training… epoch {snap.epoch}/{snap.total_epochs or '–'}" if snap.epoch else "preparing data…")
+        secs = m.get("seconds")
+        elapsed = snap.elapsed if snap is not None else (None if secs is None else float(secs))
+        row = {"run": r.run_id, "method": m.get("method"), "preset": m.get("preset") or "", "status": status,
+               "K": m.get("n_clusters"), "ARI": met.get("ari"), "NMI": met.get("nmi"), "CA": met.get("ca"),
+               "silhouette": met.get("silhouette"), "time (s)": None if elapsed is None else round(elapsed, 1),
+               "reference": m.get("label_key") or "", "started": clock(m.get("started_at"))}
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if numeric or df.empty:
+        for c in ("ARI", "NMI", "CA", "silhouette", "time (s)", "K"):
+            if c in df:
+                df[c] = pd.to_numeric(df[c], errors="coerce")
+        return df
+    return as_text(df)
+
+
+def as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """Scores as 3-decimal text, K and time as whole/1-decimal text, a dash for unknown values."""
+    out = df.copy()
+    fmt = {"ARI": "{:.3f}", "NMI": "{:.3f}", "CA": "{:.3f}", "silhouette": "{:.3f}", "K": "{:.0f}", "time (s)": "{:.1f}"}
+    for c, f in fmt.items():
+        if c in out:
+            v = pd.to_numeric(out[c], errors="coerce")
+            out[c] = [f.format(x) if np.isfinite(x) else "–" for x in v.to_numpy(dtype=float)]
+    return out.fillna("–").replace("", "–")
+
+
+def delete_run_button(rec) -> None:
+    """"Delete run" with a confirmation step (a popover), for finished, failed or interrupted runs."""
+    if rec.status in ("running", "queued"):
+        return
+    with st.popover("Delete this run", icon=":material/delete:"):
+        st.markdown(f"Delete run `{rec.run_id}` ({rec.method}) with its labels, curves, renames and cached views? "
+                    "This cannot be undone.")
+        if st.button("Delete permanently", type="primary", key=f"delete_{rec.run_id}"):
+            try:
+                state.delete_run(rec.run_id)
+            except ValueError as exc:
+                st.error(str(exc))
+                return
+            st.toast(f"Deleted run {rec.run_id}")
+            st.rerun()

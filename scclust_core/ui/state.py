@@ -153,7 +153,7 @@ def run_label(rec: RunRecord) -> str:
     met = m.get("metrics") or {}
     score = f"ARI {met['ari']:.2f}" if isinstance(met.get("ari"), (int, float)) else (
         f"sil. {met['silhouette']:.2f}" if isinstance(met.get("silhouette"), (int, float)) else "")
-    when = (m.get("started_at") or "")[11:16]
+    when = f"started {m['started_at'][11:16]} UTC" if len(m.get("started_at") or "") >= 16 else ""  # not a duration
     parts = [m.get("method", "?"), m.get("preset") or "", f"K={k}" if k else "", score, when, rec.status]
     return " · ".join(p for p in parts if p) + f"  [{rec.run_id.rsplit('_', 1)[-1]}]"
 

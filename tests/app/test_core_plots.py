@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -19,7 +20,7 @@ def _snaps(n=30, k=8):
 def test_curves():
     fig = plots.loss_curves(_history())
     assert isinstance(fig, go.Figure) and len(fig.data) == 4  # 2 components × 2 phases
-    assert {t.name for t in plots.metric_curves(_history()).data} == {"ARI", "NMI"}
+    assert {t.name for t in plots.metric_curves(_history()).data} == {"ARI", "NMI", "final epoch 4: ARI 0.400"}
     assert len(plots.loss_curves([]).data) == 0
 
 
@@ -58,3 +59,63 @@ def test_sankey_and_contingency():
     assert sum(s.link.value) == 4 and len(s.node.label) == 4
     z = plots.contingency_heatmap(a, b).data[0].z
     assert np.allclose(np.asarray(z).sum(axis=1), 1.0)
+
+
+def test_match_clusters_keeps_ids_of_overlapping_clusters():
+    prev = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    cur = np.array([7, 7, 7, 3, 3, 3, 5, 5])  # same partition, other numbers
+    assert list(plots.match_clusters(prev, cur)) == list(prev)
+    split = np.array([1, 1, 4, 0, 0, 0, 2, 2])  # cluster 0 split in two: the bigger part keeps id 0
+    out = plots.match_clusters(prev, split)
+    assert list(out[:2]) == [0, 0] and out[2] not in (0, 1, 2) and list(out[3:]) == [1, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="same cells"):
+        plots.match_clusters(prev, cur[:3])
+
+
+def test_snapshot_colours_stable_across_epochs():
+    """A cluster whose cells stay together keeps its colour in the grid and the player, whatever its number."""
+    xy = np.random.default_rng(0).normal(size=(9, 2)).astype(np.float32)
+    a = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    snaps = [Snapshot(0, "train", xy, a), Snapshot(1, "train", xy, (a + 1) % 3), Snapshot(2, "train", xy, 2 - a)]
+    ids = plots.stable_snapshot_labels(snaps)
+    assert all(list(i) == list(a) for i in ids)
+
+    def colour_of_cell0(fig, col_axis):
+        for t in fig.data:
+            if t.xaxis == col_axis and len(t.x) and np.isclose(t.x, xy[0, 0]).any():
+                return t.marker.color
+    grid = plots.snapshot_grid(snaps)
+    assert len({colour_of_cell0(grid, ax) for ax in ("x", "x2", "x3")}) == 1
+    assert sum(bool(t.showlegend) for t in grid.data) == 3  # one legend entry per cluster
+    player = plots.snapshot_player(snaps)
+    first = [tr.marker.color for fr in player.frames for tr in fr.data if len(tr.x) and np.isclose(tr.x, xy[0, 0]).any()]
+    assert len(first) == 3 and len(set(first)) == 1
+
+
+def test_grid_panels_match_picked_indices():
+    snaps = _snaps(k=7)
+    idx = plots.pick_snapshot_indices(len(snaps), 6)
+    titles = [a.text for a in plots.snapshot_grid(snaps).layout.annotations if a.text.startswith("epoch")]
+    assert len(titles) == len(idx) == 6 and titles == [f"epoch {snaps[i].epoch}" for i in idx]
+    assert plots.pick_snapshot_indices(4, 6) == [0, 1, 2, 3]
+
+
+def test_best_and_final_marked_on_metric_curve():
+    hist = [EpochLog(e, "train", {"l": 1.0}, {"ari": v}, 0.1, 0.1 * e, 4) for e, v in enumerate([0.2, 0.88, 0.5, 0.73], 1)]
+    bf = plots.best_and_final(hist, "ari")
+    assert bf == {"final": (4, 0.73), "best": (2, 0.88)}
+    names = [t.name for t in plots.metric_curves(hist).data]
+    assert any(n.startswith("final epoch 4") for n in names) and any(n.startswith("best epoch 2") for n in names)
+    assert plots.best_and_final(hist, "nmi") is None
+    empty = plots.metric_curves([])
+    assert not empty.data and "No scored epoch yet" in empty.layout.annotations[0].text
+
+
+def test_qc_axes_and_sankey_labels():
+    qc = pd.DataFrame({"total_counts": [1, 2, 3], "n_genes": [1, 1, 2], "pct_mito": [0, 1, 2.0]})
+    fig = plots.qc_histograms(qc)
+    xt = [fig.layout[f"xaxis{i if i > 1 else ''}"].title.text for i in (1, 2, 3)]
+    assert all(xt) and "counts" in xt[0] and "%" in xt[2]
+    long = "CD14+ classical monocytes, inflammatory"
+    s = plots.sankey(pd.Series(["0", "1"]), pd.Series([long, "B"])).data[0]
+    assert max(len(x) for x in s.node.label) <= 22 and long in s.node.customdata

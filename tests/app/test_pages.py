@@ -228,7 +228,8 @@ def test_second_run_compare_and_export_pages(finished_ws, kmeans_cfg):
     at.multiselect(key="exp_runs").set_value([first, job.run_id]).run()
     at.button(key="exp_build").click().run()
     assert not at.exception and not at.error
-    assert at.session_state["_export_h5ad"][1][:8] == b"\x89HDF\r\n\x1a\n"
+    got = at.session_state["_export_h5ad"]
+    assert got[2][:8] == b"\x89HDF\r\n\x1a\n" and "obsm['X_umap']" in set(got[3]["key"])
 
 
 def test_every_registered_method_gets_a_form(finished_ws):
@@ -261,3 +262,81 @@ def test_pretty_labels():
     assert pretty_label(spec("lr")) == "Learning rate"
     assert pretty_label(spec("kmeans_n_init")) == "K-means restarts"
     assert pretty_label(spec("tau", "temperature τ")) == "Temperature τ"
+
+
+def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
+    """While a run trains: runs table says "training… epoch 2/10" with dashes (never None), the score cards
+    carry their epoch, the snapshot heading counts the panels, and the time is a clock time, not 00:00."""
+    import threading
+
+    import numpy as np
+
+    import scclust_core.jobs as jobs_mod
+    from scclust_core.jobs import TrainingJob, register_job
+    from scclust_core.methods._base import EpochLog, Snapshot
+
+    gate = threading.Event()
+    ws, _ = finished_ws
+    n = ws.load_dataset().n_obs
+
+    class TwoEpochs:
+        name = "kmeans"
+
+        def fit(self, adata, config, *, callback=None, label_key=None):
+            callback.on_train_begin({"device": "cpu", "n_cells": adata.n_obs, "n_genes": adata.n_vars})
+            rng = np.random.default_rng(0)
+            for e in (1, 2):
+                snap = Snapshot(e, "train", rng.normal(size=(n, 2)).astype(np.float32), rng.integers(0, 3, n))
+                callback.on_epoch_end(EpochLog(e, "train", {"recon": 1.0 / e}, {"ari": 0.3 * e}, 0.1, 0.1 * e, 10), snap)
+            gate.wait(30)
+            raise ValueError("stopped by the test")
+
+        def prepare(self, adata, config):  # pragma: no cover - replaced by the job
+            raise NotImplementedError
+
+    monkeypatch.setattr(jobs_mod, "get_method", lambda name: TwoEpochs())
+    from scclust_core.methods import get_method
+
+    cfg = get_method("kmeans").Config.from_preset(None, n_clusters=3)
+    job = register_job(TrainingJob(ws.load_dataset(), "kmeans", cfg, runs_root=ws.runs_dir, workspace=ws.id,
+                                   label_key="cell_type")).start()
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and len(job.snapshot().history) < 2:
+            time.sleep(0.1)
+        at = _app(ws.id)
+        at.switch_page("pages/2_cluster.py").run()
+        assert not at.exception
+        table = at.dataframe[-1].value
+        row = table[table["run"] == job.run_id].iloc[0]
+        assert row["status"] == "training… epoch 2/10" and row["ARI"] == "–" and row["K"] == "–"
+        assert "None" not in table.astype(str).to_numpy().ravel().tolist()
+        assert row["started"].endswith("UTC") and not row["started"].startswith("00:00")
+        labels = [m.label for m in at.metric]
+        assert "ARI vs cell_type · epoch 2" in labels
+        texts = _texts(at)
+        assert "Loss at epoch 2 (train): recon 0.5" in texts
+        assert "2 panels (epochs 1, 2)" in texts and "final: epoch 2, ARI 0.600" in texts
+        assert "labels are never used to pick the epoch" in texts.lower()
+    finally:
+        gate.set()
+        job.join(30)
+
+
+def test_estimate_and_default_k_before_start(ws_root, tiny):
+    """Without a reference the default K comes from a label-free Leiden estimate and says so; the time and
+    memory estimate and the method card are shown before Start."""
+    from scclust_core.workspace import Workspace
+
+    ws = Workspace.open("pagetest0003")
+    ws.set_dataset(tiny, "tiny")
+    at = _app(ws.id)
+    at.switch_page("pages/2_cluster.py").run()
+    assert not at.exception and not at.error
+    at.selectbox(key="method_pick").set_value("contrastive_sc").run()
+    texts = _texts(at)
+    assert "Suggested K" in texts and "Leiden" in texts and "no labels used" in texts
+    k = at.number_input(key="k_value_contrastive_sc").value
+    assert 2 <= k <= 12
+    assert any("Estimated:" in i.value and "150 cells" in i.value for i in at.info)
+    assert "When it tends to help" in texts

@@ -97,3 +97,34 @@ def shot():
         page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
     return take
+
+
+def _small_png(src: Path, dest: Path, max_bytes: int = 300_000) -> None:
+    """Save ``src`` as a palette PNG under ``max_bytes`` (README screenshots stay small in git)."""
+    from PIL import Image
+
+    img = Image.open(src).convert("RGB")
+    for width in (1400, 1200, 1000, 800):
+        im = img if img.width <= width else img.resize((width, round(img.height * width / img.width)), Image.LANCZOS)
+        im.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
+        if dest.stat().st_size <= max_bytes:
+            return
+    raise AssertionError(f"{dest.name} stays above {max_bytes} bytes")
+
+
+@pytest.fixture
+def readme_shot(tmp_path):
+    """Screenshots for the README, written only when ``SCCLUST_SCREENSHOTS`` names a folder (e.g. ``assets``), so
+    CI never rewrites the committed ones. ``clip``: a region of the viewport; default all of it."""
+    target = os.environ.get("SCCLUST_SCREENSHOTS")
+
+    def take(page, name: str, clip: dict | None = None) -> None:
+        if not target:
+            return
+        raw = tmp_path / f"{name}_raw.png"
+        page.screenshot(path=str(raw), clip=clip)
+        folder = ROOT / target
+        folder.mkdir(parents=True, exist_ok=True)
+        _small_png(raw, folder / f"{name}.png")
+
+    return take

@@ -25,13 +25,13 @@ def _idle(page, timeout=60_000) -> None:
     page.wait_for_selector(f"{APP}[data-test-script-state='notRunning']", timeout=timeout)
 
 
-def test_full_flow(server, browser, shot, tmp_path):
+def test_full_flow(server, browser, shot, readme_shot, tmp_path):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=60_000)
     page = browser.new_page(viewport={"width": 1500, "height": 1400}, accept_downloads=True)
     try:
-        _flow(page, server, shot, tmp_path)
+        _flow(page, server, shot, readme_shot, tmp_path)
     except Exception:
         shot(page, "failure")
         raise
@@ -39,7 +39,7 @@ def test_full_flow(server, browser, shot, tmp_path):
         page.close()
 
 
-def _flow(page, server, shot, tmp_path):
+def _flow(page, server, shot, readme_shot, tmp_path):
     from playwright.sync_api import expect
 
     page.set_default_timeout(60_000)
@@ -69,36 +69,47 @@ def _flow(page, server, shot, tmp_path):
     page.get_by_role("spinbutton", name="Snapshot every").fill("2")
     page.get_by_role("spinbutton", name="Snapshot every").press("Tab")
     _idle(page)
+    # the time/memory estimate and the method card are shown before Start
+    expect(page.get_by_text(re.compile(r"Estimated:")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"When it tends to help")).first).to_be_visible()
     page.get_by_role("button", name=re.compile("Start training")).click()
     expect(page.get_by_text(re.compile(r"Training \*?\*?contrastive_sc|Training contrastive_sc"))).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("Loss per component").first).to_be_visible(timeout=120_000)
-    live = page.get_by_text(re.compile(r"Embedding snapshots \(([2-9]|\d\d) so far\)"))
-    expect(live.first).to_be_visible(timeout=150_000)
+    expect(page.get_by_text("Loss per component").first).to_be_visible(timeout=400_000)  # a fresh server compiles numba code first
+    live = page.get_by_text(re.compile(r"Embedding snapshots — ([2-9]|\d\d) panels.*more appear"))
+    expect(live.first).to_be_visible(timeout=300_000)
     # the Fig.-3 grid itself is drawn (not only its caption) while the run is still going
     grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')")
     expect(grid.first).to_be_visible(timeout=30_000)
     assert page.get_by_role("button", name="Cancel").is_visible(), "snapshots must be seen while training runs"
+    _check_live_view(page)
     # no scroll_into_view here: the live fragment re-renders every second and detaches the element;
     # the screenshot is full-page anyway
     shot(page, "2_cluster_live")
-    expect(page.get_by_text(re.compile(r"contrastive_sc\s*finished")).first).to_be_visible(timeout=240_000)
+    _live_readme_shot(page, readme_shot)
+    expect(page.get_by_text(re.compile(r"contrastive_sc\s*finished")).first).to_be_visible(timeout=400_000)
     _idle(page)
     shot(page, "2_cluster_done")
 
     # --- explore (UMAP of the learned embedding), markers, compare
     _goto_page(page, "Explore")
-    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=120_000)
+    # the first UMAP of a fresh server compiles numba code (minutes on a busy 2-core machine)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=400_000)
     expect(page.get_by_text(re.compile("UMAP of the learned embedding")).first).to_be_visible(timeout=120_000)
     _idle(page, 120_000)
     shot(page, "3_explore")
+    readme_shot(page, "explore")
     _goto_page(page, "Markers")
     expect(page.get_by_role("button", name="Download markers (CSV)")).to_be_visible(timeout=120_000)
     _idle(page, 120_000)
     shot(page, "4_markers")
+    page.get_by_role("tab", name="Dot plot").scroll_into_view_if_needed()
+    readme_shot(page, "markers")
     _goto_page(page, "Compare")
     expect(page.locator(".js-plotly-plot .sankey").first).to_be_attached(timeout=60_000)
     _idle(page)
     shot(page, "5_compare")
+    page.locator(".js-plotly-plot .sankey").first.scroll_into_view_if_needed()
+    readme_shot(page, "compare")
 
     # --- export: the labeled h5ad reads back with anndata
     _goto_page(page, "Export")
@@ -117,6 +128,19 @@ def _flow(page, server, shot, tmp_path):
     assert back.n_obs == 700 and "X_umap" in back.obsm
     cols = [c for c in back.obs.columns if c.startswith("contrastive_sc_")]
     assert cols and isinstance(back.obs[cols[0]].dtype, pd.CategoricalDtype)
+    # round trip: X as the demo was read (sparse, same values), only 2-D layouts, embedding for use_rep, colours
+    import numpy as np
+    import scipy.sparse as sp
+
+    from scclust_core import datasets
+
+    demo = datasets.demo()
+    assert sp.issparse(back.X) and back.X.format == demo.X.format and back.X.dtype == demo.X.dtype
+    assert (back.X != demo.X).nnz == 0
+    assert all(np.asarray(back.obsm[k]).shape[1] == 2 for k in back.obsm if k.startswith("X_"))
+    assert f"emb_{cols[0]}" in back.obsm and back.obsm[f"emb_{cols[0]}"].shape[1] > 2
+    assert len(back.uns[f"{cols[0]}_colors"]) == back.obs[cols[0]].cat.categories.size
+    expect(page.get_by_text("What is in the file")).to_be_visible()
 
     # --- a malformed upload gives a message, the app keeps working
     _goto_page(page, "Data")
@@ -135,5 +159,73 @@ def _flow(page, server, shot, tmp_path):
     expect(page.get_by_role("heading", name="Cluster").first).to_be_visible()
     expect(page.locator("[data-testid='stSidebarNav']").get_by_role("link", name="Explore", exact=True)).to_be_visible()
     expect(page.get_by_text(re.compile(r"contrastive_sc\s*finished")).first).to_be_visible(timeout=90_000)
-    _idle(page)
+    _idle(page, 180_000)  # a fresh server's first run imports everything again
     shot(page, "8_after_restart")
+
+
+def _check_live_view(page) -> None:
+    """While training: no "None" anywhere, the heading's panel count = panels drawn, and a cluster keeps its
+    colour across the last two snapshots (most cells keep their cluster name, hence colour, after matching)."""
+    text = page.locator(APP).inner_text()
+    assert not re.search(r"\bNone\b", text), "a None is shown while training"
+    for _ in range(5):  # the live fragment redraws every second: read heading and grid of the same render
+        heading = page.get_by_text(re.compile(r"Embedding snapshots — \d+ panels?")).first
+        n_said = int(re.search(r"— (\d+) panel", heading.inner_text()).group(1))
+        info = _grid_info(page)
+        if info["n_axes"] == n_said:
+            break
+    assert info["n_axes"] == n_said, (info["n_axes"], n_said)
+    assert all(c == 1 for c in info["colours"]), "one colour per cluster in every panel"
+    axes = sorted(info["byAxis"], key=lambda a: int(a[1:] or 1))
+    if len(axes) >= 2:
+        a, b = info["byAxis"][axes[-2]], info["byAxis"][axes[-1]]
+        same = sum(a[i][1] == b[i][1] for i in a if i in b) / max(1, len(a))
+        assert same >= 0.7, f"only {same:.0%} of the cells keep their colour between the last two snapshots"
+
+
+def _grid_info(page) -> dict:
+    """Panels, per-cell cluster colours and colours per cluster of the snapshot grid (retried: the live fragment
+    replaces the plot every second, and a replaced plot has no data)."""
+    for _ in range(20):
+        grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')").first
+        try:
+            info = grid.evaluate(_GRID_JS, timeout=5_000)
+        except Exception:  # noqa: BLE001 - detached while reading
+            info = None
+        if info:
+            return info
+        time.sleep(0.5)
+    raise AssertionError("could not read the snapshot grid")
+
+
+_GRID_JS = """gd => {
+        if (!gd.data) return null;
+        const axes = new Set(gd.data.filter(t => (t.legendgroup || '').startsWith('c')).map(t => t.xaxis || 'x'));
+        const byAxis = {};
+        for (const t of gd.data) {
+            if (!(t.legendgroup || '').startsWith('c')) continue;
+            const ax = t.xaxis || 'x';
+            byAxis[ax] = byAxis[ax] || {};
+            (t.customdata || []).forEach(i => { byAxis[ax][i] = [t.name, t.marker.color]; });
+        }
+        const colours = {};
+        for (const t of gd.data) { if ((t.legendgroup || '').startsWith('c')) (colours[t.name] = colours[t.name] || new Set()).add(t.marker.color); }
+        return {n_axes: axes.size, byAxis: byAxis, colours: Object.values(colours).map(s => s.size)};
+    }"""
+
+
+def _live_readme_shot(page, readme_shot) -> None:
+    """The training panel from its title to the bottom of the snapshot grid (a taller viewport for the shot)."""
+    page.set_viewport_size({"width": 1500, "height": 2200})
+    try:
+        for _ in range(20):
+            top = page.get_by_role("heading", name=re.compile(r"Training|Latest run")).first.bounding_box()
+            grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')").first.bounding_box()
+            if top and grid:
+                y0 = max(0, top["y"] - 10)
+                readme_shot(page, "live_training", clip={"x": top["x"] - 20, "y": y0, "width": 1500 - top["x"],
+                                                         "height": grid["y"] + grid["height"] + 10 - y0})
+                return
+            time.sleep(0.5)
+    finally:
+        page.set_viewport_size({"width": 1500, "height": 1400})
