@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "fit_threads"]
+__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "fit_threads", "hold_threads"]
 
 
 def cuda_available() -> bool:
@@ -90,3 +90,16 @@ def fit_threads(explicit: int, device: str) -> Iterator[dict[str, Any]]:
     finally:
         if torch.get_num_threads() != prev:
             torch.set_num_threads(prev)
+
+
+def hold_threads(info: dict[str, Any], device: str) -> None:
+    """Re-apply the thread count chosen by :func:`fit_threads`.
+
+    Needed after preprocessing: scanpy's recipes (numba / OpenMP under the hood) reset torch's intra-op threads
+    to the core count — measured here: 1 → 2 after ``recipe_r2``, which made a 1-thread run on a loaded 2-core
+    machine 5× slower and not the computation the user asked for.
+    """
+    import torch
+
+    if device == "cpu" and torch.get_num_threads() != info["n"]:
+        torch.set_num_threads(int(info["n"]))

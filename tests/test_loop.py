@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scclust_core.device import choose_threads, fit_threads
+from scclust_core.device import choose_threads, fit_threads, hold_threads
 from scclust_core.methods._base import SNAPSHOT_CELLS, FitContext
 from scclust_core.methods._loop import (EpochMeter, NonFiniteLossError, check_finite, encode_all, gather,
                                         minibatches, to_device)
@@ -171,8 +171,31 @@ def test_thread_choice_explicit_env_and_free_cores(monkeypatch):
     assert choose_threads(0)[0] == 1  # never below one
 
 
-def test_fit_threads_sets_and_restores():
+def test_fit_threads_sets_holds_and_restores():
     before = torch.get_num_threads()
     with fit_threads(1, "cpu") as info:
         assert torch.get_num_threads() == 1 and info == {"n": 1, "source": "config torch_threads"}
+        torch.set_num_threads(2)  # what scanpy's preprocessing does behind our back
+        hold_threads(info, "cpu")
+        assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_training_runs_with_the_chosen_threads_after_scanpy_preprocessing(counts_adata):
+    """The explicit thread count must still hold inside ``train`` (scanpy's recipes reset it)."""
+    from scclust_core.methods import get_method
+
+    seen = []
+    m = get_method("kmeans")
+    orig = type(m).train
+
+    def spy(self, *a, **k):
+        seen.append(torch.get_num_threads())
+        return orig(self, *a, **k)
+
+    type(m).train = spy
+    try:
+        res = m.fit(counts_adata, m.default_config("tiny", n_clusters=3, torch_threads=1))
+    finally:
+        type(m).train = orig
+    assert seen == [1] and res.extras["threads"] == {"n": 1, "source": "config torch_threads"}

@@ -1,9 +1,10 @@
 """Exact self-attention over the cells of a minibatch, chunked over query rows (METHODS.md §0.8).
 
-scSAMAC and scAMAC treat the B cells of a minibatch (scAMAC: all N cells at inference) as one sequence of
-tokens. The attention matrix is B×B per head, so for large B it is computed in chunks of query rows: softmax
-is taken per query row, therefore chunking is exact (same values as the unchunked computation, up to
-floating-point summation order), while peak memory stays bounded by ``max_elements``.
+scSAMAC and scAMAC treat the B cells of a minibatch (scAMAC at inference: all N cells, or every cell against a
+fixed set of landmark cells) as one sequence of tokens. The attention matrix is B×B per head, so for large B
+it is computed in chunks of query rows: softmax is taken per query row, therefore chunking is exact (same
+values as the unchunked computation, up to floating-point summation order), while peak memory stays bounded
+by ``max_elements``.
 """
 from __future__ import annotations
 

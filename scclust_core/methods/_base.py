@@ -24,7 +24,7 @@ import numpy as np
 from anndata import AnnData
 
 from ..config import MethodConfig
-from ..device import fit_threads, resolve_device
+from ..device import fit_threads, hold_threads, resolve_device
 from .. import metrics as _metrics
 from ._types import (Callback, CallbackList, CallbackProtocol, EpochLog, MethodResult, Prepared,  # noqa: F401
                      Snapshot)
@@ -308,6 +308,7 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
                                          "device": device, "config": cfg.to_dict(), "threads": dict(threads),
                                          "total_epochs": ctx.total_epochs, "snapshot_index": cell_index[ctx.sub_idx]})
             seed_everything(cfg.seed)
+            hold_threads(threads, device)  # preprocessing (scanpy) may have reset torch's thread count
             embedding, labels, extras = self.train(data, cfg, ctx)
         embedding = np.ascontiguousarray(embedding, dtype=np.float32)
         labels = _relabel(np.asarray(labels))

@@ -85,7 +85,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from anndata import AnnData
 from sklearn.metrics import adjusted_rand_score
 
