@@ -47,7 +47,8 @@ def test_unclear_orientation_is_confirmed_with_a_preview(ws_root):
         scio.read(data, filename="square.csv")
     except scio.OrientationUnclearError as exc:
         pending = {"name": "square.csv", "data": data, "message": str(exc), "preview": exc.preview}
-    ws = Workspace.open(None)
+    ws = Workspace.create()
+    ws.dir.mkdir(parents=True)  # an existing workspace (ids naming none on disk are never adopted)
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["ws"] = ws.id
     at.run()
