@@ -15,7 +15,7 @@ def test_recommend_heads_the_method_list():
     assert m.can_estimate_k and m.deep and "consensus" in m.summary.lower()
 
 
-def test_recommend_with_k_writes_back_labels_confidence_and_agreement(counts_adata):
+def test_recommend_with_k_writes_back_labels_confidence_and_agreement(counts_adata, tmp_path):
     res = run_method(counts_adata, "recommend", n_clusters=3, label_key="cell_type", **SMALL)
     assert res.metrics["ari"] > 0.95 and res.n_clusters == 3
     conf = counts_adata.obs["recommend_confidence"].to_numpy()
@@ -26,6 +26,12 @@ def test_recommend_with_k_writes_back_labels_confidence_and_agreement(counts_ada
     assert m == 28 and info["agreement_ari"].shape == (m, m) and len(info["ari_with_consensus"]) == m
     assert len(info["most_agreeing"]) == 5 and info["rule"] == "average_linkage" and not info["k_estimated"]
     assert len(res.history) == m and res.history[-1].phase == "candidates"  # one "epoch" per candidate
+    import anndata
+
+    counts_adata.write_h5ad(tmp_path / "rec.h5ad")  # everything written back is h5ad-storable
+    back = anndata.read_h5ad(tmp_path / "rec.h5ad")
+    assert back.uns["recommend"]["consensus"]["agreement_ari"].shape == (m, m)
+    assert list(back.uns["recommend"]["consensus"]["candidates"]) == list(info["candidates"])
 
 
 def test_recommend_estimates_k_and_reports_the_evidence(counts_adata):
