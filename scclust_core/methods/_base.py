@@ -258,6 +258,9 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
     fidelity: ClassVar[str] = "faithful"
     #: deep methods train for epochs and produce live curves/snapshots
     deep: ClassVar[bool] = True
+    #: trains a torch network with an optimizer (False for methods whose "epochs" are other steps, e.g. the
+    #: candidates of ``recommend``): the non-finite-loss and CUDA contract checks apply only to these
+    trains_network: ClassVar[bool] = True
 
     @property
     def summary(self) -> str:

@@ -49,8 +49,9 @@ class RecommendConfig(MethodConfig):
                       help="Consensus rule. average_linkage was chosen on the shared benchmark data; the others "
                            "are kept for comparison.")
 
-    PRESETS = {"default": {}}
-    PRESET_NOTES = {"default": "3 HVG sizes × 2 PC counts; Leiden at 5 resolutions and K-means (5 seeds) per view."}
+    PRESETS = {"default": {}, "tiny": {"hvg_sizes": [40, 60], "pcs": [5, 10], "n_seeds": 2}}
+    PRESET_NOTES = {"default": "3 HVG sizes × 2 PC counts; Leiden at 5 resolutions and K-means (5 seeds) per view.",
+                    "tiny": "Smoke test only: 2 small HVG sets × 2 PC counts, 2 K-means seeds (seconds on ~150 cells)."}
 
     def validate(self) -> None:
         super().validate()
@@ -92,7 +93,9 @@ def _views(ad: AnnData, config: RecommendConfig) -> dict[int, np.ndarray]:
         n_comp = int(min(max(config.pcs), x.shape[0] - 1, x.shape[1] - 1))
         if n_comp < 2:
             raise ValueError(f"Too few cells or genes for PCA ({x.shape[0]} × {x.shape[1]})")
-        solver = "arpack" if n_comp < min(x.shape) - 1 else "full"
+        # arpack as measured on the shared data (≤ 8.6k cells); randomized beyond 20k cells, where arpack's
+        # iterations took the whole time budget at 50k (only 2 candidates ran)
+        solver = "full" if n_comp >= min(x.shape) - 1 else ("randomized" if x.shape[0] > 20_000 else "arpack")
         out[size] = PCA(n_comp, svd_solver=solver, random_state=config.seed).fit_transform(x).astype(np.float32)
     return out
 
@@ -120,15 +123,28 @@ def _leiden(g, resolution: float, seed: int) -> np.ndarray:
 
 def _candidate_plan(dims: dict[int, int], config: RecommendConfig) -> list[tuple]:
     """``(kind, hvg, n_pcs, param, seed)`` per candidate, from ``dims`` = {HVG size: PCs available}."""
-    plan = []
+    per_view = []
     for size, n_comp in dims.items():
         for npc in sorted({min(int(p), n_comp) for p in config.pcs}):
-            plan += [("leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
+            leiden = [("leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
             if config.n_clusters is not None:
-                plan += [("kmeans", size, npc, config.n_clusters, config.seed + s) for s in range(config.n_seeds)]
+                km = [("kmeans", size, npc, config.n_clusters, config.seed + s) for s in range(config.n_seeds)]
             else:
-                plan += [("kmeans_from_leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
-    return plan
+                km = [("kmeans_from_leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
+            per_view.append(_interleave([leiden, km]))
+    # round-robin over views (each view keeps its own order, so a Leiden run precedes the K-means that reuses its
+    # K): when the time budget cuts the plan short, the candidates done still span every view and both kinds.
+    # The full plan gives the same consensus in any order (fixed seeds per candidate).
+    return _interleave(per_view)
+
+
+def _interleave(lists: list[list]) -> list:
+    """Round-robin merge: a[0], b[0], …, a[1], b[1], … (each list keeps its order)."""
+    out, i = [], 0
+    while any(i < len(x) for x in lists):
+        out += [x[i] for x in lists if i < len(x)]
+        i += 1
+    return out
 
 
 def candidate_names(config: RecommendConfig, n_cells: int, n_genes: int) -> list[str]:
@@ -146,8 +162,7 @@ def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
     kind, size, npc, par, seed = step
     z = views[size][:, :npc]
     if kind == "leiden":
-        if (size, npc) not in graphs:
-            graphs.clear()  # one graph alive at a time
+        if (size, npc) not in graphs:  # one kNN graph per view, kept (≈ 15 edges a cell) as views interleave
             graphs[(size, npc)] = _knn_graph(z, config.n_neighbors)
         lab = _leiden(graphs[(size, npc)], par, seed)
         found_k[(size, npc, par)] = int(lab.max()) + 1
@@ -159,7 +174,7 @@ def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
 
 
 @register_method("recommend")
-class Recommend(ClusteringMethod):
+class Recommend(ClusteringMethod[RecommendConfig]):
     """Recommend (consensus): one label-free clustering from many classic candidates, with per-cell confidence."""
 
     Config = RecommendConfig
@@ -170,17 +185,24 @@ class Recommend(ClusteringMethod):
     needs_counts = True
     can_estimate_k = True
     deep = True  # candidates are reported as epochs: live progress, ETA, cancel, snapshots
+    trains_network = False  # no optimizer: nothing can diverge, nothing runs on a GPU
 
-    def prepare(self, adata: AnnData, config: RecommendConfig) -> Prepared:  # type: ignore[override]
+    def planned_epochs(self, config: RecommendConfig) -> int:
+        """Candidates planned (an upper bound: HVG sizes or PC counts capped by the data may coincide)."""
+        per_view = len(RESOLUTIONS) + (config.n_seeds if config.n_clusters is not None else len(RESOLUTIONS))
+        return len(set(config.hvg_sizes)) * len(set(config.pcs)) * per_view
+
+    def prepare(self, adata: AnnData, config: RecommendConfig) -> Prepared:
         ad = _lognorm(adata)
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
-    def train(self, data: Prepared, config: RecommendConfig, ctx: FitContext):  # type: ignore[override]
+    def train(self, data: Prepared, config: RecommendConfig, ctx: FitContext):
         t0 = time.perf_counter()
         views = _views(data.adata, config)
         plan = _candidate_plan({s: z.shape[1] for s, z in views.items()}, config)
         main = views[min(views, key=lambda s: abs(s - 2000))]  # the 2,000-HVG view (as the classic baselines)
         ctx.begin(len(plan))
+        ctx.initial(main, np.zeros(len(main), dtype=np.int64))  # the PCA view before any candidate: one colour
         parts, names, graphs, found_k, skipped = [], [], {}, {}, 0
         for i, step in enumerate(plan):
             if time.perf_counter() - t0 > config.budget_s and len(parts) >= 2:
@@ -189,9 +211,9 @@ class Recommend(ClusteringMethod):
             lab = _run_candidate(step, views, graphs, found_k, config)
             if lab is None:
                 continue
-            parts.append(np.asarray(lab, dtype=np.int64))
+            parts.append(np.unique(lab, return_inverse=True)[1].astype(np.int64))
             names.append(_name(step, found_k))
-            if ctx.emit(len(parts), "candidates", {}, embedding=main, labels=lab,
+            if ctx.emit(len(parts), "candidates", {"disagreement": _disagreement(parts)}, embedding=main, labels=lab,
                         extra_metrics={"n_clusters": float(len(np.unique(lab)))}):
                 break
         if not parts:
@@ -208,6 +230,14 @@ class Recommend(ClusteringMethod):
             extras["warnings"] = [f"The time budget ({config.budget_s:.0f} s) ran out: {skipped} candidate "
                                   f"clusterings were skipped; raise budget_s for a fuller consensus."]
         return res.labels, extras
+
+
+def _disagreement(parts: list[np.ndarray]) -> float:
+    """1 − mean ARI of the newest candidate with the earlier ones (0 for the first): the live curve of how much
+    the candidates disagree, label-free (a flat curve near 0 means the consensus is an easy one)."""
+    if len(parts) < 2:
+        return 0.0
+    return float(1.0 - np.mean([cons.pair_ari(parts[-1], q) for q in parts[:-1]]))
 
 
 def _name(step: tuple, found_k: dict) -> str:

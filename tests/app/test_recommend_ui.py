@@ -37,7 +37,7 @@ def test_figure_builders_show_the_agreement_and_the_estimated_k():
 
 @pytest.fixture
 def recommend_ws(ws_root, tiny):
-    ws = Workspace("testwsrec1", ws_root)
+    ws = Workspace("5ec0" + "0" * 28, ws_root)
     ws.set_dataset(tiny.copy(), "tiny synthetic")
     ws.set_reference("cell_type")
     cfg = get_method("recommend").Config.from_preset(None, **SMALL)  # K estimated
