@@ -299,7 +299,7 @@ def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
 
     cfg = get_method("kmeans").Config.from_preset(None, n_clusters=3)
     job = register_job(TrainingJob(ws.load_dataset(), "kmeans", cfg, runs_root=ws.runs_dir, workspace=ws.id,
-                                   label_key="cell_type")).start()
+                                   label_key="cell_type", isolation="thread")).start()  # the patch stays here
     try:
         deadline = time.time() + 30
         while time.time() < deadline and len(job.snapshot().history) < 2:

@@ -68,7 +68,7 @@ def test_queued_training_is_shown_as_queued(finished_ws, tiny, ws_root, monkeypa
             time.sleep(0.05)
         at = _cluster_page(ws.id)
         texts = " ".join(str(p.proto.text) for p in at.get("progress"))
-        assert "Queued: 1 training ahead" in texts, texts
+        assert "queued: 1 training ahead" in texts.lower(), texts
         assert any("queued" in m.value for m in at.markdown)
     finally:
         gate.set()
