@@ -136,18 +136,6 @@ def test_presets_and_k_required(small):
         get_method("scamac").fit(small, tiny_config(n_clusters=None))
 
 
-
-
-@pytest.mark.slow
-def test_quality_easy_synthetic():
-    """Narrower networks for small data (the cpu preset's 1500/500 widths reach ARI 0.44 on 300 such cells)."""
-    ad = synthetic_counts(n_cells=240, n_genes=120, k=3, seed=5, strength=6.0)
-    cfg = ScAMACConfig.from_preset("cpu", n_clusters=3, epochs=4, hidden1=256, hidden2=64, snapshot_every=0,
-                                   torch_threads=1)
-    res = get_method("scamac").fit(ad, cfg, label_key="cell_type")
-    assert res.metrics["ari"] >= 0.85, res.metrics
-
-
 def test_landmark_attention_is_exact_for_small_n_and_attends_only_landmarks(small):
     torch.manual_seed(0)
     epa = EPA(30, 3, dropout=0.0).eval()
