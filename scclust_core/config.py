@@ -8,6 +8,7 @@ an adaptation for small machines, labelled as such).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Self
@@ -195,6 +196,8 @@ class MethodConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ValueError(f"{f.name} must be a number, got {value!r}")
                 value = float(value)
+                if not math.isfinite(value):  # NaN passes every range comparison: refuse it by name
+                    raise ValueError(f"{f.name} must be a finite number, got {value!r}")
                 object.__setattr__(self, f.name, value)
             if kind == "bool" and not isinstance(value, bool):
                 raise ValueError(f"{f.name} must be true or false, got {value!r}")

@@ -71,3 +71,19 @@ def test_round_trip_and_strings():
     assert cfg.set_from_strings({"n_hvg": "1000"}).n_hvg == 1000
     with pytest.raises(ValueError, match="expects"):
         cfg.set_from_strings({"lr": "fast"})
+
+
+def test_non_finite_floats_are_refused_by_validate():
+    """NaN passes every range comparison, so validate() must refuse it (and inf) by name — for callers that skip
+    the CLI's own check too."""
+    import dataclasses
+    import math
+
+    import pytest
+
+    from scclust_core.methods import get_method
+
+    cfg = get_method("cicl").Config.from_preset("cpu")
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="lr_encoder must be a finite number"):
+            dataclasses.replace(cfg, lr_encoder=bad).validate()
