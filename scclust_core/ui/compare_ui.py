@@ -32,10 +32,12 @@ def flows(rec) -> None:
     a_name = f"{rec.method} [{rec.run_id.rsplit('_', 1)[-1]}]"
     ok = a.notna().to_numpy() & pd.Series(b).notna().to_numpy()
     aa, bb = a[ok].astype(str).to_numpy(), pd.Series(b)[ok].astype(str).to_numpy()
+    problem = metrics.label_problem(bb)  # one category or < 2 labelled cells: no score, never a fake 1.000
     c = st.columns(3)
-    c[0].metric("ARI", f"{metrics.ari(bb, aa):.3f}")
-    c[1].metric("NMI", f"{metrics.nmi(bb, aa):.3f}")
-    c[2].metric("Accuracy (best matching)", f"{metrics.ca(bb, aa):.3f}")
+    for col, (name, fn) in zip(c, (("ARI", metrics.ari), ("NMI", metrics.nmi), ("Accuracy (best matching)", metrics.ca))):
+        col.metric(name, "n/a" if problem else f"{fn(bb, aa):.3f}")
+    if problem:
+        st.warning(f"No score: {problem}.")
     st.plotly_chart(plots.sankey(a, b, a_name=a_name, b_name=b_name), key="cmp_sankey")
     st.plotly_chart(plots.contingency_heatmap(a, b, a_name=a_name, b_name=b_name), key="cmp_cont")
 

@@ -340,3 +340,21 @@ def test_estimate_and_default_k_before_start(ws_root, tiny):
     assert 2 <= k <= 12
     assert any("Estimated:" in i.value and "150 cells" in i.value for i in at.info)
     assert "When it tends to help" in texts
+
+
+def test_compare_with_an_annotation_that_cannot_score_says_na(finished_ws):
+    """A one-category annotation gives no ARI/NMI/accuracy (n/a with the reason), never a fake 1.000."""
+    import pandas as pd
+
+    ws, _ = finished_ws
+    ad = ws.load_dataset()
+    ad.obs["one_type"] = pd.Categorical(["T cell"] * ad.n_obs)
+    ws.set_dataset(ad, "tiny synthetic")
+    ws.set_reference("one_type")  # the reference is offered even with one category (others need two)
+    at = _app(ws.id)
+    at.switch_page("pages/5_compare.py").run()
+    at.selectbox(key="cmp_target").set_value("annotation: one_type").run()
+    assert not at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert values.get("ARI") == "n/a" and values.get("NMI") == "n/a"
+    assert any("single category" in w.value for w in at.warning)
