@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
 import pytest
 
 from scclust_core.methods import list_methods
@@ -179,8 +180,25 @@ def _check_live_view(page) -> None:
     axes = sorted(info["byAxis"], key=lambda a: int(a[1:] or 1))
     if len(axes) >= 2:
         a, b = info["byAxis"][axes[-2]], info["byAxis"][axes[-1]]
-        same = sum(a[i][1] == b[i][1] for i in a if i in b) / max(1, len(a))
-        assert same >= 0.7, f"only {same:.0%} of the cells keep their colour between the last two snapshots"
+        cells = [i for i in a if i in b]
+        same = sum(a[i][1] == b[i][1] for i in cells) / max(1, len(cells))
+        # the clusters themselves may change between two epochs (early training, or the final clustering after
+        # the live one): compare with the best any colouring could do, i.e. the optimal one-to-one matching
+        best = _best_matching_share([a[i][1] for i in cells], [b[i][1] for i in cells])
+        assert same >= 0.8 * best, (f"only {same:.0%} of the cells keep their colour between the last two "
+                                    f"snapshots, where a matched colouring keeps {best:.0%}")
+
+
+def _best_matching_share(a: list, b: list) -> float:
+    """Share of cells that keep their colour under the best one-to-one colour matching (Hungarian)."""
+    from scipy.optimize import linear_sum_assignment
+
+    ua, ia = np.unique(np.asarray(a, dtype=str), return_inverse=True)
+    ub, ib = np.unique(np.asarray(b, dtype=str), return_inverse=True)
+    table = np.zeros((len(ua), len(ub)))
+    np.add.at(table, (ia, ib), 1)
+    r, c = linear_sum_assignment(-table)
+    return float(table[r, c].sum() / max(1, len(a)))
 
 
 def _grid_info(page) -> dict:
