@@ -1,7 +1,6 @@
 """Tests for scclust_core.datasets: the real demo data and the synthetic generator."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -99,13 +98,10 @@ def test_synthetic_invalid_arguments():
         datasets.synthetic(dropout=1.0)
 
 
-def test_synthetic_is_fast():
-    datasets.synthetic(n_cells=50, n_genes=50)  # warm-up
-    start = time.perf_counter()
+def test_synthetic_shape_at_scale():
+    """3,000 × 2,000 (the size of the benchmarks' files); speed is the bench's business, not a unit test's."""
     adata = datasets.synthetic(n_cells=3000, n_genes=2000, n_clusters=8)
-    elapsed = time.perf_counter() - start
     assert adata.shape == (3000, 2000)
-    assert elapsed < 3.0  # typically ~0.5 s; generous for a loaded CI machine
 
 
 def test_synthetic_clusters_are_recoverable():
