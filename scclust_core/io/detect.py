@@ -20,17 +20,20 @@ _TABLE_EXTS = (".csv", ".tsv", ".txt")
 _TAR_EXTS = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz")
 
 
+def _magic(head: bytes) -> tuple[str, str] | None:
+    """``(kind, suffix)`` from the leading bytes, ``None`` for plain text or unknown content."""
+    for magic, kind, suffix in ((HDF5_MAGIC, "hdf5", ".h5"), (ZIP_MAGICS, "zip", ".zip"), (GZIP_MAGIC, "gzip", ".gz")):
+        if head.startswith(magic):
+            return kind, suffix
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "tar", ".tar"
+    return None
+
+
 def guess_suffix_from_bytes(head: bytes) -> str:
     """Give nameless uploads an extension from their content so detection can proceed."""
-    if head.startswith(HDF5_MAGIC):
-        return ".h5"
-    if head.startswith(ZIP_MAGICS):
-        return ".zip"
-    if head.startswith(GZIP_MAGIC):
-        return ".gz"
-    if len(head) > 262 and head[257:262] == b"ustar":
-        return ".tar"
-    return ".csv"
+    found = _magic(head)
+    return found[1] if found else ".csv"
 
 
 def name_kind(name: str) -> str | None:
@@ -53,16 +56,8 @@ def name_kind(name: str) -> str | None:
 def content_kind(path: Path) -> str | None:
     """Format implied by the magic bytes (``None`` for plain text or unknown)."""
     with open(path, "rb") as fh:
-        head = fh.read(512)
-    if head.startswith(HDF5_MAGIC):
-        return "hdf5"
-    if head.startswith(ZIP_MAGICS):
-        return "zip"
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    if len(head) > 262 and head[257:262] == b"ustar":
-        return "tar"
-    return None
+        found = _magic(fh.read(512))
+    return found[0] if found else None
 
 
 def _looks_like_text(path: Path) -> str | None:
