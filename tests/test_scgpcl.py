@@ -9,9 +9,10 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from helpers import Recorder
 from scclust_core import losses
 from scclust_core.datasets import synthetic
-from scclust_core.methods import Callback, get_method
+from scclust_core.methods import get_method
 from scclust_core.methods import scgpcl as gp
 from scclust_core.methods.scgpcl import (BipartiteGraph, BipartiteSAGEEncoder, cap_rows, capped_neighbours,
                                              hgt_sample,
@@ -228,26 +229,11 @@ def tiny_data():
     return synthetic(150, 60, 3, seed=1)
 
 
-class _Recorder(Callback):
-    def __init__(self, stop_after=None):
-        self.logs, self.snaps, self.extra_snaps, self.stop_after = [], [], [], stop_after
-
-    def on_epoch_end(self, log, snapshot):
-        self.logs.append(log)
-        if snapshot is not None:
-            self.snaps.append(snapshot)
-
-    def on_snapshot(self, snapshot):
-        self.extra_snaps.append(snapshot)
-
-    def should_stop(self):
-        return self.stop_after is not None and len(self.logs) >= self.stop_after
-
 
 @pytest.mark.slow
 def test_phases_losses_and_snapshot_schedule(tiny_data):
     """scGPCL-specific layout (the generic contract is in test_methods_contract.py)."""
-    cb = _Recorder()
+    cb = Recorder()
     res = get_method("scgpcl").fit(tiny_data, _tiny_config(), callback=cb, label_key="cell_type")
     assert res.embedding.shape == (150, 8) and res.n_clusters <= 3
     assert len(cb.logs) == len(res.history) == 7
@@ -263,7 +249,7 @@ def test_phases_losses_and_snapshot_schedule(tiny_data):
 
 @pytest.mark.slow
 def test_cancel_during_finetuning(tiny_data):
-    cb = _Recorder(stop_after=5)
+    cb = Recorder(stop_after=5)
     res = get_method("scgpcl").fit(tiny_data, _tiny_config(), callback=cb)
     assert res.status == "cancelled" and len(res.history) == 5 and res.history[-1].phase == "finetune"
 
