@@ -68,6 +68,7 @@ from ..preprocess import recipe_r2
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import kmeans
 from ._loop import EpochMeter, encode_all, minibatches, to_device
+from ._params import adaptation_note, cuda_amp, kmeans_restarts, smoke_test_note
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -124,10 +125,8 @@ class CICLConfig(MethodConfig):
     d_ff: int = param(1024, min=8, max=8192, advanced=True, help="Feed-forward width of an encoder layer.")
     head_hidden: int = param(2048, min=8, max=8192, advanced=True, help="Hidden width of the projection head.")
     head_out: int = param(512, min=2, max=4096, advanced=True, help="Output width of the projection head.")
-    kmeans_n_init: int = param(10, min=1, max=100, advanced=True,
-                               help="Restarts of the centre-initialisation and final K-means.")
-    amp: bool = param(False, advanced=True,
-                      help="CUDA only: bfloat16 autocast for the encoder and head (losses in float32); ignored on CPU.")
+    kmeans_n_init: int = kmeans_restarts(10, "Restarts of the centre-initialisation and final K-means.")
+    amp: bool = cuda_amp("the encoder and head (losses in float32)")
 
     PRESETS = {
         "paper": {"epochs": 51, "batch_size": 6000, "shards": 1, "compute_qk": True, "snapshot_every": 5},
@@ -139,9 +138,9 @@ class CICLConfig(MethodConfig):
     PRESET_NOTES = {
         "paper": "Code settings [C]: 500 HVGs, 51 epochs, batch 6000 on one device, evaluation every 5 epochs "
                  "(the paper's 1000 epochs: set epochs).",
-        "cpu": "Adaptation [A], not the published setting: 25 epochs, Q/K skipped (exact), one evaluation at the "
-               "end, batch split into 4 shards above 3,000 cells (as the original 4 GPUs).",
-        "tiny": "Smoke test only (seconds on ~150 cells): a 2-layer, narrow network for 3 epochs; not for real data.",
+        "cpu": adaptation_note("25 epochs, Q/K skipped (exact), one evaluation at the end, batch split into 4 "
+                               "shards above 3,000 cells (as the original 4 GPUs)."),
+        "tiny": smoke_test_note("a 2-layer, narrow network for 3 epochs"),
     }
 
 

@@ -12,6 +12,7 @@ from sklearn.cluster import KMeans
 from ..config import MethodConfig, param
 from ..preprocess import recipe_classic
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._params import kmeans_restarts, knn_neighbours, leiden_flavor_param, leiden_resolution_param
 from ._registry import register_method
 
 __all__ = ["LeidenConfig", "KMeansConfig", "Leiden", "KMeansPCA"]
@@ -27,11 +28,11 @@ class _ClassicConfig(MethodConfig):
 
 @dataclass
 class LeidenConfig(_ClassicConfig):
-    resolution: float = param(1.0, min=0.01, max=20.0, help="Leiden resolution: higher → more, smaller clusters.")
-    n_neighbors: int = param(15, min=2, max=500, help="Neighbours in the kNN graph on the PCs.")
+    resolution: float = leiden_resolution_param(1.0, "Leiden resolution: higher → more, smaller clusters.",
+                                                advanced=False)
+    n_neighbors: int = knn_neighbours(15, "Neighbours in the kNN graph on the PCs.", advanced=False)
     n_iterations: int = param(2, min=-1, max=100, advanced=True, help="Leiden iterations (−1 = until stable).")
-    flavor: str = param("igraph", choices=("igraph", "leidenalg"), advanced=True,
-                        help="Leiden implementation: igraph (fast) or leidenalg.")
+    flavor: str = leiden_flavor_param("Leiden implementation: igraph (fast) or leidenalg.")
 
     PRESETS = {"default": {}, "tiny": {"n_top_genes": 50, "n_pcs": 10}}
     PRESET_NOTES = {"default": "scanpy defaults: 2,000 HVGs, 50 PCs, 15 neighbours, resolution 1.",
@@ -40,7 +41,7 @@ class LeidenConfig(_ClassicConfig):
 
 @dataclass
 class KMeansConfig(_ClassicConfig):
-    n_init: int = param(10, min=1, max=100, help="K-means restarts (k-means++ init); the best inertia is kept.")
+    n_init: int = kmeans_restarts(10, "K-means restarts (k-means++ init); the best inertia is kept.", advanced=False)
     max_iter: int = param(300, min=10, max=10000, advanced=True, help="Maximum K-means iterations per restart.")
 
     PRESETS = {"default": {}, "tiny": {"n_top_genes": 50, "n_pcs": 10, "n_init": 2}}

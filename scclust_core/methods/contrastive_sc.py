@@ -75,6 +75,8 @@ from ..preprocess import counts_adata, recipe_r2
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import kmeans, leiden_on_embedding, mlp
 from ._loop import EpochMeter, encode_all, gather, minibatches
+from ._params import (kmeans_restarts, knn_neighbours, leiden_flavor_param,
+                      leiden_resolution_param, nt_xent_temperature, smoke_test_note)
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ class ContrastiveSCConfig(MethodConfig):
                       help="Adam learning rate; 0.4 is the published value (validated by grid search), not a typo.")
     dropout: float = param(0.9, min=0.0, max=0.99,
                            help="Input-dropout rate that makes the two views (fraction of genes masked per pass).")
-    temperature: float = param(0.07, min=0.001, max=10.0, advanced=True, help="NT-Xent temperature.")
+    temperature: float = nt_xent_temperature()
     hidden: list[int] = param([200, 40, 60], advanced=True,
                               help="Layer widths after the input; the last one is the embedding dimension.")
     cosine_horizon: int = param(
@@ -135,13 +137,11 @@ class ContrastiveSCConfig(MethodConfig):
     cluster_method: str = param(
         "auto", choices=("auto", "kmeans", "leiden"), advanced=True,
         help="Clustering of the embedding: 'auto' = K-means when K is given, Leiden otherwise.")
-    kmeans_n_init: int = param(10, min=1, max=100, advanced=True, help="K-means restarts (k-means++ init).")
-    leiden_neighbors: int = param(300, min=2, max=1000, advanced=True,
-                                  help="Neighbours of the kNN graph on the embedding for Leiden (code: 300).")
-    leiden_resolution: float = param(1.0, min=0.01, max=20.0, advanced=True,
-                                     help="Leiden resolution (higher → more clusters).")
-    leiden_flavor: str = param("igraph", choices=("igraph", "leidenalg"), advanced=True,
-                               help="Leiden backend: igraph (fast) or leidenalg (as in the 2021 code).")
+    kmeans_n_init: int = kmeans_restarts(10, "K-means restarts (k-means++ init).")
+    leiden_neighbors: int = knn_neighbours(300, "Neighbours of the kNN graph on the embedding for Leiden (code: 300).",
+                                           max=1000)
+    leiden_resolution: float = leiden_resolution_param(1.0, "Leiden resolution (higher → more clusters).")
+    leiden_flavor: str = leiden_flavor_param("Leiden backend: igraph (fast) or leidenalg (as in the 2021 code).")
 
     PRESETS = {
         "paper": {"n_hvg": "auto"},
@@ -154,7 +154,7 @@ class ContrastiveSCConfig(MethodConfig):
         "cpu": "Adaptation [A], not the published procedure: the code's default 500 HVGs instead of the silhouette "
                "search (which trains once per candidate, up to ~7× the time); the model and schedule are the paper's. "
                "Set n_hvg=auto for the published HVG choice.",
-        "tiny": "Smoke test only (seconds on ~150 cells): 50 HVGs, 3 epochs, batch 64; not for real data.",
+        "tiny": smoke_test_note("50 HVGs, 3 epochs, batch 64"),
     }
 
     def validate(self) -> None:  # n_hvg is int | str: check it by hand

@@ -21,6 +21,7 @@ from anndata import AnnData
 from .. import consensus as cons
 from ..config import MethodConfig, param
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._params import knn_neighbours
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class RecommendConfig(MethodConfig):
                                  "capped at the number of genes).")
     pcs: list[int] = param([20, 50], help="Numbers of principal components of the candidate views.")
     n_seeds: int = param(5, min=1, max=50, help="K-means seeds per view when K is given.")
-    n_neighbors: int = param(15, min=2, max=200, advanced=True, help="Neighbours of the kNN graph for Leiden.")
+    n_neighbors: int = knn_neighbours(15, "Neighbours of the kNN graph for Leiden.", max=200)
     k_max: int = param(30, min=2, max=500, help="Largest K considered when K is estimated.")
     max_cells: int = param(3000, min=100, max=20000, advanced=True,
                            help="Cells sampled for the co-association dendrogram; the rest join by mean "
@@ -182,8 +183,7 @@ class Recommend(ClusteringMethod[RecommendConfig]):
                 "HBGF: Fern & Brodley, ICML 2004")
     recipe = "normalize_total, log1p, nested HVG sets (seurat ranking), scale (clip 10), PCA per HVG size"
     fidelity = "consensus of classic candidates (deep candidates not yet included)"
-    needs_counts = True
-    can_estimate_k = True
+    can_estimate_k = True  # needs counts: the base default
     deep = True  # candidates are reported as epochs: live progress, ETA, cancel, snapshots
     trains_network = False  # no optimizer: nothing can diverge, nothing runs on a GPU
 

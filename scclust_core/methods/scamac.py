@@ -68,6 +68,7 @@ from ._attention import DEFAULT_MAX_ELEMENTS, chunked_attention
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import amp_context
 from ._loop import EpochMeter, NonFiniteLossError, check_finite, encode_all, minibatches, to_device
+from ._params import adaptation_note, cuda_amp, smoke_test_note
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -112,9 +113,7 @@ class ScAMACConfig(MethodConfig):
                            help="[A] Full-data passes attend over this many fixed random landmark cells (keys and "
                                 "values) instead of all N: O(N·L) instead of O(N²). Exact when N ≤ landmarks; "
                                 "0 = always all N cells, as the code [C].")
-    amp: bool = param(False, advanced=True,
-                      help="CUDA only: bfloat16 autocast for the training passes of both networks (losses in "
-                           "float32) [A]; ignored on CPU.")
+    amp: bool = cuda_amp("the training passes of both networks (losses in float32) [A]")
     deterministic_inference: bool = param(False, advanced=True,
                                           help="Full-data passes in eval mode (no attention dropout). The code keeps "
                                                "dropout on, also for the final labels [C].")
@@ -127,8 +126,8 @@ class ScAMACConfig(MethodConfig):
     }
     PRESET_NOTES = {
         "paper": "Official run.py settings [C]: 50 outer epochs × (3 DE + 2 FKM epochs), widths 1500/500, 3,000 HVGs.",
-        "cpu": "Adaptation [A], not the published setting: 7 outer epochs (≈ 2 min at 3,000 cells on 2 cores).",
-        "tiny": "Smoke test only (seconds on ~150 cells): narrow networks, 2 outer epochs; not for real data.",
+        "cpu": adaptation_note("7 outer epochs (≈ 2 min at 3,000 cells on 2 cores)."),
+        "tiny": smoke_test_note("narrow networks, 2 outer epochs"),
     }
 
     def validate(self) -> None:
@@ -363,9 +362,8 @@ class ScAMAC(ClusteringMethod[ScAMACConfig]):
     citation = ("Tan et al., scAMAC: self-supervised clustering of scRNA-seq data based on adaptive multi-scale "
                 "autoencoder, Briefings in Bioinformatics 25(2) bbae068, 2024")
     recipe = "R4 (genes ≥ 5 % of N counts, median normalisation, log1p, 3,000 HVGs, no scaling)"
+    # K must be given; faithful: the base defaults
     needs_counts = False  # log-normalised input accepted with a warning (the published code read a preprocessed CSV)
-    can_estimate_k = False
-    fidelity = "faithful"
 
     def prepare(self, adata: AnnData, config: ScAMACConfig) -> Prepared:
         try:

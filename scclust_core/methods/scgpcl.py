@@ -95,6 +95,7 @@ from ..preprocess import recipe_r3
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import CountHead, kmeans
 from ._loop import EpochMeter, check_finite, gather, minibatches, to_device
+from ._params import kmeans_restarts, smoke_test_note
 from ._registry import register_method
 
 __all__ = ["ScGPCLConfig", "ScGPCL", "ScGPCLNet", "granularity_levels", "BipartiteGraph", "Subgraph", "hgt_sample",
@@ -151,12 +152,12 @@ class ScGPCLConfig(MethodConfig):
     tol: float = param(0.001, min=0.0, max=1.0, advanced=True,
                        help="Fine-tuning stops when fewer than this fraction of labels change between epochs. "
                             "Practically unreachable (sampling noise alone moves 2–5 %), so fine-tuning runs to its cap.")
-    proto_kmeans_n_init: int = param(20, min=1, max=100, advanced=True,
-                                     help="K-means restarts for the per-minibatch prototypes (3 granularities every step).")
-    check_kmeans_n_init: int = param(20, min=1, max=100, advanced=True,
-                                     help="K-means restarts for the pretraining convergence check (and snapshot labels).")
-    init_kmeans_n_init: int = param(20, min=1, max=100, advanced=True,
-                                    help="K-means restarts that initialise the cluster centres before fine-tuning.")
+    proto_kmeans_n_init: int = kmeans_restarts(
+        20, "K-means restarts for the per-minibatch prototypes (3 granularities every step).")
+    check_kmeans_n_init: int = kmeans_restarts(
+        20, "K-means restarts for the pretraining convergence check (and snapshot labels).")
+    init_kmeans_n_init: int = kmeans_restarts(
+        20, "K-means restarts that initialise the cluster centres before fine-tuning.")
     ins_loss_mask_bug: bool = param(True, advanced=True,
                                     help="Reproduce the official instance-loss self-mask bug (view-2 anchors keep themselves "
                                          "as a positive and in the denominator). False = standard NT-Xent.")
@@ -179,7 +180,7 @@ class ScGPCLConfig(MethodConfig):
                  "K-means n_init 20, lr 1e-4. 30–40 min on 2 CPU cores at 3,000 cells.",
         "cpu": "adaptation [A], not the published setting: 14 pretraining epochs (warm-up 7), prototype K-means "
                "n_init 3, check K-means n_init 5, ≤ 10 fine-tuning epochs; ≈ 2 min at 3,000 cells on 2 cores.",
-        "tiny": "Smoke test only (seconds on ~150 cells): narrow networks, small subgraphs, 4 + 2 epochs; not for real data.",
+        "tiny": smoke_test_note("narrow networks, small subgraphs, 4 + 2 epochs"),
     }
 
     def validate(self) -> None:
@@ -648,9 +649,7 @@ class ScGPCL(ClusteringMethod[ScGPCLConfig]):
     citation = ("scGPCL: Deep single-cell RNA-seq data clustering with graph prototypical contrastive learning, "
                 "Bioinformatics 39(6) btad342, 2023; code github.com/Junseok0207/scGPCL")
     recipe = ("R3: top hvg_frac of genes by raw-count variance (auto: all when ≤ 3,000 genes, else 20 %), "
-              "size factors, log1p, z-score")
-    needs_counts = True
-    can_estimate_k = False
+              "size factors, log1p, z-score")  # needs counts, K: the base defaults
     #: Checked where the input is the paper's: on the full-gene worm file the paper preset gives ARI 0.519
     #: (published 0.540 with the official weights, 0.585 in the slides' rerun) and end-of-pretraining losses
     #: within 1 % of the slides' (ZINB 0.215, instance 3.95, proto 1.22 vs 0.216, 3.98, 1.23). On inputs already

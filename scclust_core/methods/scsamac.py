@@ -59,6 +59,8 @@ from ._attention import CellMHA
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import CountHead, amp_context, kmeans, leiden_on_embedding, mlp
 from ._loop import EpochMeter, encode_all, gather, minibatches, to_device
+from ._params import (adaptation_note, cuda_amp, kmeans_restarts, knn_neighbours, leiden_resolution_param,
+                      nt_xent_temperature, smoke_test_note)
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ class ScSAMACConfig(MethodConfig):
     attn_dropout: float = param(0.1, min=0.0, max=0.9, advanced=True, help="Dropout on the attention weights.")
     noise_sd: float = param(2.5, min=0.0, max=10.0, advanced=True,
                             help="Std of the Gaussian noise of the denoising pass [C] 2.5 ([P] says variance 0.01).")
-    temperature: float = param(0.07, min=0.001, max=10.0, advanced=True, help="NT-Xent temperature.")
+    temperature: float = nt_xent_temperature()
     contrast_weight: float | None = param(None, min=0.0, max=100.0, advanced=True,
                                           help="Weight of the pretraining contrastive loss; empty = 0.01 [C] "
                                                "(0.001 [P] with paper_intent).")
@@ -118,14 +120,11 @@ class ScSAMACConfig(MethodConfig):
     cluster_train_mode: bool = param(False, advanced=True,
                                      help="Fix for [Q]: keep attention dropout on in the clustering stage (the code "
                                           "leaves the model in eval mode after the first full-data encode).")
-    kmeans_n_init: int = param(20, min=1, max=100, advanced=True, help="K-means restarts for the initial centres.")
-    leiden_neighbors: int = param(20, min=2, max=500, advanced=True,
-                                  help="Neighbours of the kNN graph for the Leiden K estimate (when K is empty).")
-    leiden_resolution: float = param(0.8, min=0.01, max=20.0, advanced=True,
-                                     help="Leiden resolution for the K estimate (when K is empty).")
-    amp: bool = param(False, advanced=True,
-                      help="CUDA only, float32 models: bfloat16 autocast for the network passes of training (the "
-                           "NB/ZINB and clustering losses in float32) [A]; ignored on CPU.")
+    kmeans_n_init: int = kmeans_restarts(20, "K-means restarts for the initial centres.")
+    leiden_neighbors: int = knn_neighbours(20, "Neighbours of the kNN graph for the Leiden K estimate (when K is empty).")
+    leiden_resolution: float = leiden_resolution_param(0.8, "Leiden resolution for the K estimate (when K is empty).")
+    amp: bool = cuda_amp("the network passes of training (the NB/ZINB and clustering losses in float32) [A]",
+                         scope=", float32 models")
     dtype: str = param("float32", choices=("float32", "float64"), advanced=True,
                        help="Model precision: float64 as the code [C]; float32 is faster [A].")
 
@@ -139,10 +138,10 @@ class ScSAMACConfig(MethodConfig):
     PRESET_NOTES = {
         "paper": "Official script settings [C]: 300 pretraining + up to 2,000 clustering epochs, float64 (GPU advised). "
                  "Leave K empty for the script's default (Leiden estimate on the pretrained latent), as the paper describes.",
-        "cpu": "Adaptation [A], not the published setting: float32, 40 pretraining + at most 40 clustering epochs, "
-               "and at most 2,000 genes (the script's own gene selection) so full-gene files cost what 2,000-gene "
-               "ones do (≈ 2 min at 3,000 cells on 2 cores; the cap usually binds and costs some accuracy).",
-        "tiny": "Smoke test only (seconds on ~150 cells): a narrow network for 3 + 3 epochs; not for real data.",
+        "cpu": adaptation_note("float32, 40 pretraining + at most 40 clustering epochs, and at most 2,000 genes (the "
+                               "script's own gene selection) so full-gene files cost what 2,000-gene ones do (≈ 2 "
+                               "min at 3,000 cells on 2 cores; the cap usually binds and costs some accuracy)."),
+        "tiny": smoke_test_note("a narrow network for 3 + 3 epochs"),
     }
 
     def validate(self) -> None:
@@ -360,8 +359,7 @@ class ScSAMAC(ClusteringMethod[ScSAMACConfig]):
     citation = ("Li et al., scSAMAC: saliency-adjusted masking induced attention contrastive learning for "
                 "single-cell clustering, Briefings in Bioinformatics 2025")
     recipe = "R1 (all genes; size factors, log1p, z-score); raw counts as NB/ZINB targets"
-    needs_counts = True
-    can_estimate_k = True
+    can_estimate_k = True  # Leiden on the pretrained latent when K is empty (needs counts: the base default)
     # The architecture, losses and schedules follow the official code (tests check the pieces). On CITE-CBMC, the
     # file of the paper's 0.661, with K left empty (the script's default: Leiden on the pretrained latent, which is
     # also what the paper describes), the `paper` preset ran to `tol` with ARI 0.626 / 0.625 (seeds 1 / 2, after
