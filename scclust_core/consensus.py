@@ -32,9 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["RULES", "ConsensusResult", "incidence", "coassociation_linkage", "lifetime_curve", "transfer_labels",
-           "cell_confidence", "agreement_matrix", "pair_ari", "consensus"]
+           "cell_confidence", "agreement_matrix", "pair_ari", "mean_agreement", "proposals", "select", "consensus"]
 
-RULES = ("average_linkage", "hbgf", "incidence_kmeans")
+RULES = ("select", "average_linkage", "hbgf", "incidence_kmeans")
 
 
 @dataclass
@@ -46,7 +46,9 @@ class ConsensusResult:
     n_clusters: int
     k_estimated: bool
     evidence: dict[str, list] = field(default_factory=dict)  # {"k": [...], "lifetime": [...]} when estimated
-    rule: str = "average_linkage"
+    rule: str = "select"
+    selection: dict[str, float] = field(default_factory=dict)  # rule "select": each proposal's mean ARI with the candidates
+    chosen: str = ""  # rule "select": the proposal kept
 
 
 def _check(partitions: np.ndarray) -> np.ndarray:
@@ -179,35 +181,83 @@ def _alt_rule(p: np.ndarray, k: int, rule: str, seed: int) -> np.ndarray:
     return KMeans(k, n_init=10, random_state=seed).fit_predict(u).astype(np.int64)
 
 
+def _average_linkage(p: np.ndarray, k: int, max_cells: int, seed: int, tree: tuple | None = None) -> np.ndarray:
+    """Average-linkage co-association consensus of ``p`` cut at ``k`` clusters, for all cells (``tree``: the
+    ``(Z, sub)`` of :func:`coassociation_linkage` when already built)."""
+    from scipy.cluster.hierarchy import fcluster
+
+    z, sub = tree if tree is not None else coassociation_linkage(p, max_cells=max_cells, seed=seed)
+    sub_labels = fcluster(z, k, criterion="maxclust").astype(np.int64) - 1
+    return transfer_labels(p, sub, sub_labels) if len(sub) < p.shape[1] else sub_labels
+
+
+def mean_agreement(labels: np.ndarray, partitions: np.ndarray, *, max_cells: int = 5000, seed: int = 0) -> float:
+    """Mean ARI of ``labels`` with every candidate partition (on a sample of at most ``max_cells`` cells)."""
+    p = _check(partitions)
+    lab = np.asarray(labels)
+    if p.shape[1] > max_cells:
+        keep = np.sort(np.random.default_rng(seed).choice(p.shape[1], max_cells, replace=False))
+        p, lab = p[:, keep], lab[keep]
+    lab = np.unique(lab, return_inverse=True)[1]
+    return float(np.mean([pair_ari(lab, row) for row in _codes(p)]))
+
+
+def proposals(partitions: np.ndarray, k: int, *, max_cells: int = 3000, seed: int = 0) -> dict[str, np.ndarray]:
+    """What rule ``select`` chooses from: average-linkage consensus of all candidates, of the half that agrees
+    most with the others, and of the candidates with exactly ``k`` clusters, plus each of those candidates."""
+    p = _codes(_check(partitions))
+    out = {"average_linkage": _average_linkage(p, k, max_cells, seed)}
+    agree = agreement_matrix(p, seed=seed)
+    top = np.argsort(-(agree.sum(1) - 1), kind="stable")[: max(2, len(p) // 2)]
+    out["average_linkage_top_half"] = _average_linkage(p[top], k, max_cells, seed)
+    with_k = [i for i in range(len(p)) if int(p[i].max()) + 1 == k]
+    if len(with_k) >= 2:
+        out["average_linkage_k_only"] = _average_linkage(p[with_k], k, max_cells, seed)
+    out.update({f"candidate {i}": p[i] for i in with_k})
+    return out
+
+
+def select(partitions: np.ndarray, k: int, *, max_cells: int = 3000, seed: int = 0) -> tuple[str, np.ndarray, dict]:
+    """Rule ``select``: of :func:`proposals`, the one with the highest mean ARI with all candidates (Strehl &
+    Ghosh's supra-consensus, with ARI in place of NMI). Returns ``(name, labels, {name: score})``."""
+    props = proposals(partitions, k, max_cells=max_cells, seed=seed)
+    scores = {name: mean_agreement(lab, partitions, seed=seed) for name, lab in props.items()}
+    best = max(scores, key=lambda name: scores[name])  # first of equals: the consensus proposals come first
+    return best, props[best], scores
+
+
 def consensus(partitions: np.ndarray, *, n_clusters: int | None = None, k_max: int = 30, max_cells: int = 3000,
-              rule: str = "average_linkage", seed: int = 0) -> ConsensusResult:
+              rule: str = "select", seed: int = 0) -> ConsensusResult:
     """Combine candidate partitions into one (see the module docstring for the rule and why).
 
     ``n_clusters=None`` estimates K by the longest dendrogram lifetime over K = 2..``k_max`` and returns the
     curve in ``evidence``. Raises ``ValueError`` for a bad rule or K.
     """
-    from scipy.cluster.hierarchy import fcluster
-
     p = _check(partitions)
     if rule not in RULES:
         raise ValueError(f"Unknown consensus rule {rule!r}; choose one of {RULES}")
     n = p.shape[1]
     if n_clusters is not None and not 1 <= int(n_clusters) < n:
         raise ValueError(f"n_clusters={n_clusters} must be between 1 and the number of cells - 1 ({n - 1})")
-    z, sub = coassociation_linkage(p, max_cells=max_cells, seed=seed)
     evidence: dict[str, list] = {}
-    k = n_clusters
+    k, tree = n_clusters, None
     if k is None:
-        ks, life = lifetime_curve(z, k_max)
+        tree = coassociation_linkage(p, max_cells=max_cells, seed=seed)
+        ks, life = lifetime_curve(tree[0], k_max)
         if not ks:
             raise ValueError("Too few cells to estimate K; give n_clusters")
         k = ks[int(np.argmax(life))]
         evidence = {"k": ks, "lifetime": life}
     k = int(k)
-    if rule == "average_linkage":
-        sub_labels = fcluster(z, k, criterion="maxclust").astype(np.int64) - 1
-        labels = transfer_labels(p, sub, sub_labels) if len(sub) < n else sub_labels
+    chosen, scores = rule, {}
+    if rule == "select" and n_clusters is None:  # K estimated: the proposals' K-candidates would match by chance
+        chosen, labels = "average_linkage", _average_linkage(p, k, max_cells, seed, tree)
+    elif rule == "select":
+        chosen, labels, scores = select(p, k, max_cells=max_cells, seed=seed)
+    elif rule == "average_linkage":
+        labels = _average_linkage(p, k, max_cells, seed, tree)
     else:
         labels = _alt_rule(p, k, rule, seed)
     return ConsensusResult(labels=labels, confidence=cell_confidence(p, labels), n_clusters=int(len(np.unique(labels))),
-                           k_estimated=n_clusters is None, evidence=evidence, rule=rule)
+                           k_estimated=n_clusters is None, evidence=evidence, rule=rule, selection=scores,
+                           chosen=chosen)

@@ -6,7 +6,8 @@ import pytest
 
 from scclust_core.methods import Callback, get_method, list_methods, run_method
 
-SMALL = dict(hvg_sizes=[60, 120], pcs=[5, 10], n_seeds=2)  # 2 views × 2 PC counts: 4 × (5 Leiden + 2 K-means)
+# 2 HVG sets × 2 PC counts + 1 tiny contrastive-sc embedding: 5 views × (5 Leiden + 2 K-means)
+SMALL = dict(hvg_sizes=[60, 120], pcs=[5, 10], n_seeds=2, deep_methods=["contrastive_sc"], deep_preset="tiny")
 
 
 def test_recommend_heads_the_method_list():
@@ -23,8 +24,10 @@ def test_recommend_with_k_writes_back_labels_confidence_and_agreement(counts_ada
     assert counts_adata.obs["recommend"].dtype.name == "category"
     info = counts_adata.uns["recommend"]["consensus"]
     m = len(info["candidates"])
-    assert m == 28 and info["agreement_ari"].shape == (m, m) and len(info["ari_with_consensus"]) == m
-    assert len(info["most_agreeing"]) == 5 and info["rule"] == "average_linkage" and not info["k_estimated"]
+    assert m == 35 and info["agreement_ari"].shape == (m, m) and len(info["ari_with_consensus"]) == m
+    assert sum("contrastive_sc seed 0 embedding" in c for c in info["candidates"]) == 7  # the deep view
+    assert len(info["most_agreeing"]) == 5 and info["rule"] == "select" and not info["k_estimated"]
+    assert info["chosen"] in info["selection"] and len(info["selection"]) >= 3
     assert len(res.history) == m and res.history[-1].phase == "candidates"  # one "epoch" per candidate
     import anndata
 
@@ -73,7 +76,25 @@ def test_budget_skips_candidates_and_says_so(counts_adata):
     m = get_method("recommend")
     res = m.fit(counts_adata, m.Config.from_preset(None, n_clusters=3, budget_s=0.0, **SMALL))
     assert len(res.extras["recommend"]["candidates"]) == 2  # at least two candidates always run
-    assert any("26 candidate clusterings were skipped" in w for w in res.extras["warnings"])
+    assert any("33 candidate clusterings were skipped" in w for w in res.extras["warnings"])
+
+
+def test_a_deep_view_that_does_not_fit_the_budget_is_skipped_and_said(counts_adata):
+    m = get_method("recommend")
+    # scAMAC's cpu preset is estimated at ~14 s on these 240 cells; the one PCA view takes well under a second
+    cfg = m.Config.from_preset(None, n_clusters=3, budget_s=6.0, deep_methods=["scamac"], deep_preset="cpu",
+                               hvg_sizes=[60], pcs=[5], n_seeds=1)
+    res = m.fit(counts_adata, cfg)
+    assert len(res.extras["recommend"]["candidates"]) == 6  # the PCA view's 5 Leiden + 1 K-means, no deep view
+    assert any("scamac seed 0: not trained (estimated" in w for w in res.extras["warnings"])
+
+
+def test_deep_methods_must_be_deep():
+    m = get_method("recommend")
+    with pytest.raises(ValueError, match="not a deep method"):
+        m.Config.from_preset(None, deep_methods=["kmeans"])
+    with pytest.raises(ValueError, match="Unknown method"):
+        m.Config.from_preset(None, deep_methods=["nope"])
 
 
 def test_bad_config_raises():

@@ -21,6 +21,7 @@ from anndata import AnnData
 from .. import consensus as cons
 from ..config import MethodConfig, param
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._types import Callback
 from ._params import knn_neighbours
 from ._registry import register_method
 
@@ -46,13 +47,24 @@ class RecommendConfig(MethodConfig):
     budget_s: float = param(150.0, min=0.0, max=36000.0,
                             help="Time budget for building candidates (seconds); candidates not started "
                                  "by then are skipped and the run says so (at least 2 always run).")
-    rule: str = param("average_linkage", choices=cons.RULES, advanced=True,
-                      help="Consensus rule. average_linkage was chosen on the shared benchmark data; the others "
-                           "are kept for comparison.")
+    deep_methods: list[str] = param([], help="Deep methods whose trained embedding becomes one more "
+                                    "candidate view (Leiden and K-means on it, as on a PCA view), each only when its "
+                                    "estimated time fits what is left of budget_s; [] (the default, see the README) = classic candidates only.")
+    deep_seeds: int = param(1, min=0, max=10, advanced=True, help="Trainings (seeds) per deep method.")
+    deep_preset: str = param("cpu", choices=("cpu", "tiny"), advanced=True,
+                             help="Preset of the deep methods' trainings (tiny: smoke tests only).")
+    rule: str = param("select", choices=cons.RULES, advanced=True,
+                      help="Consensus rule. select was chosen once on the shared benchmark data (see the README); "
+                           "the others are kept for comparison.")
 
-    PRESETS = {"default": {}, "tiny": {"hvg_sizes": [40, 60], "pcs": [5, 10], "n_seeds": 2}}
+    PRESETS = {"default": {}, "with_deep": {"deep_methods": ["contrastive_sc"]},
+               "tiny": {"hvg_sizes": [40, 60], "pcs": [5, 10], "n_seeds": 2, "deep_methods": ["contrastive_sc"],
+                        "deep_preset": "tiny"}}
     PRESET_NOTES = {"default": "3 HVG sizes × 2 PC counts; Leiden at 5 resolutions and K-means (5 seeds) per view.",
-                    "tiny": "Smoke test only: 2 small HVG sets × 2 PC counts, 2 K-means seeds (seconds on ~150 cells)."}
+                    "with_deep": "The default plus one contrastive-sc (cpu preset) embedding as a 7th view when it "
+                                 "fits the budget (no better on the shared data, see the README).",
+                    "tiny": "Smoke test only: 2 small HVG sets × 2 PC counts, 2 K-means seeds, a tiny contrastive-sc "
+                            "(seconds on ~150 cells)."}
 
     def validate(self) -> None:
         super().validate()
@@ -60,6 +72,12 @@ class RecommendConfig(MethodConfig):
             vals = getattr(self, name)
             if not vals or any(not isinstance(v, (int, np.integer)) or v < lo for v in vals):
                 raise ValueError(f"{name} must be a non-empty list of integers ≥ {lo}, got {vals!r}")
+        from ._registry import get_method
+
+        for name in self.deep_methods:
+            m = get_method(name)  # raises for an unknown name
+            if not (m.deep and m.trains_network):  # get_method raises for unknown names
+                raise ValueError(f"deep_methods: {name!r} is not a deep method")
 
 
 def _lognorm(adata: AnnData) -> AnnData:
@@ -69,6 +87,7 @@ def _lognorm(adata: AnnData) -> AnnData:
     from ..preprocess import _filter_zero, counts_adata
 
     ad = _filter_zero(counts_adata(adata))
+    ad.layers["counts"] = ad.X.copy()  # the deep candidates train on counts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.pp.normalize_total(ad)
@@ -122,21 +141,31 @@ def _leiden(g, resolution: float, seed: int) -> np.ndarray:
     return np.asarray(part.membership, dtype=np.int64)
 
 
+def _view_plan(view: int | str, npc: int, config: RecommendConfig) -> list[tuple]:
+    """The candidates of one view: Leiden at every resolution, interleaved with K-means (``n_seeds`` seeds at the
+    given K, or one run at each K a Leiden run found)."""
+    leiden = [("leiden", view, npc, r, config.seed) for r in RESOLUTIONS]
+    if config.n_clusters is not None:
+        km = [("kmeans", view, npc, config.n_clusters, config.seed + s) for s in range(config.n_seeds)]
+    else:
+        km = [("kmeans_from_leiden", view, npc, r, config.seed) for r in RESOLUTIONS]
+    return _interleave([leiden, km])
+
+
+def deep_views(config: RecommendConfig) -> list[str]:
+    """Keys of the deep views, ``"<method> seed <s>"``, in run order."""
+    return [f"{m} seed {config.seed + s}" for m in config.deep_methods for s in range(config.deep_seeds)]
+
+
 def _candidate_plan(dims: dict[int, int], config: RecommendConfig) -> list[tuple]:
-    """``(kind, hvg, n_pcs, param, seed)`` per candidate, from ``dims`` = {HVG size: PCs available}."""
-    per_view = []
-    for size, n_comp in dims.items():
-        for npc in sorted({min(int(p), n_comp) for p in config.pcs}):
-            leiden = [("leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
-            if config.n_clusters is not None:
-                km = [("kmeans", size, npc, config.n_clusters, config.seed + s) for s in range(config.n_seeds)]
-            else:
-                km = [("kmeans_from_leiden", size, npc, r, config.seed) for r in RESOLUTIONS]
-            per_view.append(_interleave([leiden, km]))
-    # round-robin over views (each view keeps its own order, so a Leiden run precedes the K-means that reuses its
-    # K): when the time budget cuts the plan short, the candidates done still span every view and both kinds.
-    # The full plan gives the same consensus in any order (fixed seeds per candidate).
-    return _interleave(per_view)
+    """``(kind, view, n_pcs, param, seed)`` per candidate, from ``dims`` = {HVG size: PCs available}; the deep
+    views (``n_pcs`` 0 = the whole embedding) come last, each trained when its first candidate is due."""
+    per_view = [_view_plan(size, npc, config) for size, n_comp in dims.items()
+                for npc in sorted({min(int(p), n_comp) for p in config.pcs})]
+    # round-robin over the PCA views (each view keeps its own order, so a Leiden run precedes the K-means that
+    # reuses its K): when the time budget cuts the plan short, the candidates done still span every view and both
+    # kinds. The full plan gives the same consensus in any order (fixed seeds per candidate).
+    return _interleave(per_view) + [step for key in deep_views(config) for step in _view_plan(key, 0, config)]
 
 
 def _interleave(lists: list[list]) -> list:
@@ -161,7 +190,7 @@ def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
     from sklearn.cluster import KMeans
 
     kind, size, npc, par, seed = step
-    z = views[size][:, :npc]
+    z = views[size][:, :npc] if npc else views[size]
     if kind == "leiden":
         if (size, npc) not in graphs:  # one kNN graph per view, kept (≈ 15 edges a cell) as views interleave
             graphs[(size, npc)] = _knn_graph(z, config.n_neighbors)
@@ -182,7 +211,8 @@ class Recommend(ClusteringMethod[RecommendConfig]):
     citation = ("Evidence accumulation: Fred & Jain, IEEE TPAMI 2005; SC3: Kiselev et al., Nat. Methods 2017; "
                 "HBGF: Fern & Brodley, ICML 2004")
     recipe = "normalize_total, log1p, nested HVG sets (seurat ranking), scale (clip 10), PCA per HVG size"
-    fidelity = "consensus of classic candidates (deep candidates not yet included)"
+    fidelity = ("a new method (no paper to match): consensus of classic candidates; a deep embedding joins them "
+                "with the with_deep preset")
     can_estimate_k = True  # needs counts: the base default
     deep = True  # candidates are reported as epochs: live progress, ETA, cancel, snapshots
     trains_network = False  # no optimizer: nothing can diverge, nothing runs on a GPU
@@ -190,64 +220,138 @@ class Recommend(ClusteringMethod[RecommendConfig]):
     def planned_epochs(self, config: RecommendConfig) -> int:
         """Candidates planned (an upper bound: HVG sizes or PC counts capped by the data may coincide)."""
         per_view = len(RESOLUTIONS) + (config.n_seeds if config.n_clusters is not None else len(RESOLUTIONS))
-        return len(set(config.hvg_sizes)) * len(set(config.pcs)) * per_view
+        return (len(set(config.hvg_sizes)) * len(set(config.pcs)) + len(deep_views(config))) * per_view
 
     def prepare(self, adata: AnnData, config: RecommendConfig) -> Prepared:
         ad = _lognorm(adata)
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
 
     def train(self, data: Prepared, config: RecommendConfig, ctx: FitContext):
-        t0 = time.perf_counter()
         views = _views(data.adata, config)
         plan = _candidate_plan({s: z.shape[1] for s, z in views.items()}, config)
         main = views[min(views, key=lambda s: abs(s - 2000))]  # the 2,000-HVG view (as the classic baselines)
         ctx.begin(len(plan))
         ctx.initial(main, np.zeros(len(main), dtype=np.int64))  # the PCA view before any candidate: one colour
-        parts, names, graphs, found_k, skipped = [], [], {}, {}, 0
-        for i, step in enumerate(plan):
-            if time.perf_counter() - t0 > config.budget_s and len(parts) >= 2:
-                skipped = len(plan) - i
+        cands = _Candidates(data.adata, views, config, ctx)
+        for step in plan:
+            lab = cands.run(step)
+            if lab is not None and ctx.emit(len(cands.parts), "candidates", {"disagreement": cands.disagreement()},
+                                            embedding=main, labels=lab,
+                                            extra_metrics={"n_clusters": float(len(np.unique(lab)))}):
                 break
-            lab = _run_candidate(step, views, graphs, found_k, config)
-            if lab is None:
-                continue
-            parts.append(np.unique(lab, return_inverse=True)[1].astype(np.int64))
-            names.append(_name(step, found_k))
-            if ctx.emit(len(parts), "candidates", {"disagreement": _disagreement(parts)}, embedding=main, labels=lab,
-                        extra_metrics={"n_clusters": float(len(np.unique(lab)))}):
-                break
-        if not parts:
+        if not cands.parts:
             raise ValueError("Cancelled before any candidate clustering finished; nothing to combine")
-        return main, *self._combine(np.vstack(parts), names, config, skipped)
+        return main, *self._combine(np.vstack(cands.parts), cands.names, config, cands.notes())
 
     @staticmethod
-    def _combine(p: np.ndarray, names: list[str], config: RecommendConfig, skipped: int):
+    def _combine(p: np.ndarray, names: list[str], config: RecommendConfig, notes: list[str]):
         res = cons.consensus(p, n_clusters=config.n_clusters, k_max=config.k_max, max_cells=config.max_cells,
                              rule=config.rule, seed=config.seed)
         agree = cons.agreement_matrix(p, seed=config.seed)
-        extras = {"recommend": summary_dict(res, names, agree, p)}
-        if skipped:
-            extras["warnings"] = [f"The time budget ({config.budget_s:.0f} s) ran out: {skipped} candidate "
-                                  f"clusterings were skipped; raise budget_s for a fuller consensus."]
+        extras: dict = {"recommend": summary_dict(res, names, agree, p)}
+        if notes:
+            extras["warnings"] = notes
         return res.labels, extras
 
 
-def _disagreement(parts: list[np.ndarray]) -> float:
-    """1 − mean ARI of the newest candidate with the earlier ones (0 for the first): the live curve of how much
-    the candidates disagree, label-free (a flat curve near 0 means the consensus is an easy one)."""
-    if len(parts) < 2:
-        return 0.0
-    return float(1.0 - np.mean([cons.pair_ari(parts[-1], q) for q in parts[:-1]]))
+class _Forward(Callback):
+    """Passes the outer run's cancel to a deep method trained as a candidate view."""
+
+    def __init__(self, ctx: FitContext):
+        self.ctx = ctx
+
+    def should_stop(self) -> bool:
+        return self.ctx.stop_requested
+
+
+class _Candidates:
+    """The candidate partitions done so far, the budget, and the views (deep ones trained when first due)."""
+
+    def __init__(self, ad: AnnData, views: dict, config: RecommendConfig, ctx: FitContext):
+        self.ad, self.views, self.config, self.ctx = ad, dict(views), config, ctx
+        self.t0 = time.perf_counter()
+        self.parts: list[np.ndarray] = []
+        self.names: list[str] = []
+        self.graphs: dict = {}
+        self.found_k: dict = {}
+        self.skipped = 0
+        self.deep_notes: list[str] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def run(self, step: tuple) -> np.ndarray | None:
+        """One candidate partition (None when skipped: budget, a deep view that does not fit, no usable K)."""
+        view = step[1]
+        if self.ctx.stop_requested or (self.elapsed() > self.config.budget_s and len(self.parts) >= 2):
+            self.skipped += 1
+            return None
+        if view not in self.views:
+            self.views[view] = self._deep_view(view)
+        if self.views[view] is None:
+            return None
+        lab = _run_candidate(step, self.views, self.graphs, self.found_k, self.config)
+        if lab is None:
+            return None
+        self.parts.append(np.unique(lab, return_inverse=True)[1].astype(np.int64))
+        self.names.append(_name(step, self.found_k))
+        return lab
+
+    def _deep_view(self, key: str) -> np.ndarray | None:
+        """Train ``key``'s deep method on the counts of the kept cells; None (with a note) when it does not fit
+        the budget, is cancelled, or drops cells."""
+        from ..estimate import estimate
+        from ._registry import get_method
+
+        name, seed = key.split(" seed ")
+        counts = self.ad.layers["counts"]
+        est = estimate(name, self.config.deep_preset, counts.shape[0], counts.shape[1]).seconds
+        left = self.config.budget_s - self.elapsed()
+        if est is not None and est > left:
+            self.deep_notes.append(f"{key}: not trained (estimated {est:.0f} s, {max(left, 0):.0f} s of the budget "
+                                   "left); its candidates were skipped.")
+            return None
+        m = get_method(name)
+        cfg = m.Config.from_preset(self.config.deep_preset, n_clusters=self._k_for_deep(), seed=int(seed),
+                                   device=self.config.device)
+        res = m.fit(AnnData(counts.copy()), cfg, callback=_Forward(self.ctx))
+        if res.status != "completed" or len(res.cell_index) != counts.shape[0]:
+            self.deep_notes.append(f"{key}: {res.status}, kept {len(res.cell_index)} of {counts.shape[0]} cells; "
+                                   "its candidates were skipped.")
+            return None
+        return np.asarray(res.embedding, dtype=np.float32)
+
+    def _k_for_deep(self) -> int:
+        """K for a deep method's training: the given K, else the median K of the Leiden candidates (label-free)."""
+        if self.config.n_clusters is not None:
+            return int(self.config.n_clusters)
+        ks = [k for k in self.found_k.values() if 2 <= k <= self.config.k_max]
+        return int(np.median(ks)) if ks else 8
+
+    def disagreement(self) -> float:
+        """1 − mean ARI of the newest candidate with the earlier ones (0 for the first): the live curve of how
+        much the candidates disagree, label-free (a flat curve near 0 means the consensus is an easy one)."""
+        if len(self.parts) < 2:
+            return 0.0
+        return float(1.0 - np.mean([cons.pair_ari(self.parts[-1], q) for q in self.parts[:-1]]))
+
+    def notes(self) -> list[str]:
+        out = list(self.deep_notes)
+        if self.skipped:
+            out.append(f"The time budget ({self.config.budget_s:.0f} s) ran out: {self.skipped} candidate "
+                       "clusterings were skipped; raise budget_s for a fuller consensus.")
+        return out
 
 
 def _name(step: tuple, found_k: dict) -> str:
     kind, size, npc, par, seed = step
+    where = f"{size} embedding" if isinstance(size, str) else f"{size} HVG · {npc} PCs"
     if kind == "leiden":
-        return f"leiden r={par} · {size} HVG · {npc} PCs"
+        return f"leiden r={par} · {where}"
     if kind == "kmeans":
-        return f"kmeans K={par} seed {seed} · {size} HVG · {npc} PCs"
+        return f"kmeans K={par} seed {seed} · {where}"
     k = found_k.get((size, npc, par))
-    return f"kmeans K={k if k is not None else f'(as leiden r={par})'} · {size} HVG · {npc} PCs"
+    return f"kmeans K={k if k is not None else f'(as leiden r={par})'} · {where}"
 
 
 def summary_dict(res: cons.ConsensusResult, names: list[str], agree: np.ndarray, p: np.ndarray) -> dict:
@@ -257,7 +361,8 @@ def summary_dict(res: cons.ConsensusResult, names: list[str], agree: np.ndarray,
     mean_agree = ((agree.sum(1) - 1) / max(1, len(names) - 1)).tolist()
     top = np.argsort(-np.asarray(mean_agree))[:5]
     return {
-        "rule": res.rule, "n_clusters": res.n_clusters, "k_estimated": bool(res.k_estimated),
+        "rule": res.rule, "chosen": res.chosen, "selection": {k: round(v, 4) for k, v in res.selection.items()},
+        "n_clusters": res.n_clusters, "k_estimated": bool(res.k_estimated),
         "k_evidence": {k: [float(v) for v in vals] for k, vals in res.evidence.items()},
         "candidates": list(names), "agreement_ari": np.round(agree, 4).tolist(),
         "ari_with_consensus": [round(v, 4) for v in with_consensus],
