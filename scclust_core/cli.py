@@ -137,6 +137,17 @@ def _cmd_bench(args) -> int:
     return 0 if all(r.get("status") != "failed" for r in rows) else 1
 
 
+def _cmd_scale(args: argparse.Namespace) -> int:
+    import anndata
+
+    from .scaling import resample_thinned
+
+    out = resample_thinned(anndata.read_h5ad(args.data), args.cells, keep=args.keep, seed=args.seed)
+    out.write_h5ad(args.out)
+    print(f"{out.n_obs:,} cells × {out.n_vars:,} genes written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scclust_core", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
@@ -167,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field where it exists")
     b.add_argument("--label-key", default="cell_type")
     b.add_argument("--out", default=None, help="CSV with one row per dataset × method × seed")
+
+    s = sub.add_parser("scale", help="make a larger file for scale benchmarks: resampled cells, binomially thinned")
+    s.add_argument("--data", required=True, help="a labelled .h5ad with raw counts in X")
+    s.add_argument("--cells", type=int, required=True)
+    s.add_argument("--keep", type=float, default=0.8, help="binomial thinning: share of each count kept")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="output .h5ad")
     return p
 
 
@@ -175,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return {"methods": _cmd_methods, "cluster": _cmd_cluster, "bench": _cmd_bench}[args.command](args)
+        return {"methods": _cmd_methods, "cluster": _cmd_cluster, "bench": _cmd_bench,
+                "scale": _cmd_scale}[args.command](args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -171,3 +171,23 @@ def test_bench_skips_annotation_without_usable_labels(tmp_path, counts_adata, ca
     captured = capsys.readouterr()
     assert "skip one.h5ad: the reference annotation has 1 labelled cell" in captured.err
     assert "1.000" not in captured.out
+
+
+def test_scale_makes_a_larger_thinned_file_with_the_labels(h5ad_dir, tmp_path, capsys):
+    out = tmp_path / "big.h5ad"
+    assert main(["scale", "--data", str(h5ad_dir / "small.h5ad"), "--cells", "500", "--keep", "0.5",
+                 "--out", str(out)]) == 0
+    src, big = ad.read_h5ad(h5ad_dir / "small.h5ad"), ad.read_h5ad(out)
+    assert big.shape == (500, src.n_vars) and big.obs_names.is_unique
+    assert set(big.obs["cell_type"]) <= set(src.obs["cell_type"])
+    assert big.X.sum() / big.n_obs == pytest.approx(0.5 * src.X.sum() / src.n_obs, rel=0.15)  # thinned by half
+    assert (big.X.data == big.X.data.round()).all() and big.uns["scclust_scaled"]["keep"] == 0.5
+    assert "500 cells" in capsys.readouterr().out
+
+
+def test_scale_refuses_non_counts(h5ad_dir, tmp_path, capsys):
+    a = ad.read_h5ad(h5ad_dir / "small.h5ad")
+    a.X = (a.X.toarray() if hasattr(a.X, "toarray") else a.X) * 0.5 + 0.25
+    a.write_h5ad(tmp_path / "lognorm.h5ad")
+    assert main(["scale", "--data", str(tmp_path / "lognorm.h5ad"), "--cells", "10", "--out", str(tmp_path / "o.h5ad")]) == 2
+    assert "raw counts" in capsys.readouterr().err

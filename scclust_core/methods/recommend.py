@@ -354,6 +354,13 @@ def _name(step: tuple, found_k: dict) -> str:
     return f"kmeans K={k if k is not None else f'(as leiden r={par})'} · {where}"
 
 
+def _proposal_name(key: str, names: list[str]) -> str:
+    """``"candidate 7"`` (a proposal of rule ``select``) → that candidate's name; consensus proposals unchanged."""
+    if key.startswith("candidate ") and key[10:].isdigit() and int(key[10:]) < len(names):
+        return f"candidate: {names[int(key[10:])]}"
+    return key
+
+
 def summary_dict(res: cons.ConsensusResult, names: list[str], agree: np.ndarray, p: np.ndarray) -> dict:
     """JSON/h5ad-friendly summary: confidence, K evidence, agreement matrix, the candidates that agreed most."""
     codes = np.unique(res.labels, return_inverse=True)[1]
@@ -361,7 +368,8 @@ def summary_dict(res: cons.ConsensusResult, names: list[str], agree: np.ndarray,
     mean_agree = ((agree.sum(1) - 1) / max(1, len(names) - 1)).tolist()
     top = np.argsort(-np.asarray(mean_agree))[:5]
     return {
-        "rule": res.rule, "chosen": res.chosen, "selection": {k: round(v, 4) for k, v in res.selection.items()},
+        "rule": res.rule, "chosen": _proposal_name(res.chosen, names),
+        "selection": {_proposal_name(k, names): round(v, 4) for k, v in res.selection.items()},
         "n_clusters": res.n_clusters, "k_estimated": bool(res.k_estimated),
         "k_evidence": {k: [float(v) for v in vals] for k, vals in res.evidence.items()},
         "candidates": list(names), "agreement_ari": np.round(agree, 4).tolist(),

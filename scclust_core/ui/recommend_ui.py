@@ -12,8 +12,8 @@ import streamlit as st
 
 from . import state
 
-__all__ = ["agreement_heatmap", "k_evidence_figure", "candidate_table", "candidate_progress", "consensus_report",
-           "confidence_values", "low_confidence_cells"]
+__all__ = ["agreement_heatmap", "k_evidence_figure", "candidate_table", "selection_table", "candidate_progress",
+           "consensus_report", "confidence_values", "low_confidence_cells"]
 
 
 def _info(res) -> dict | None:
@@ -53,6 +53,15 @@ def candidate_table(info: dict) -> pd.DataFrame:
     return df.sort_values("mean ARI with the others", ascending=False, ignore_index=True)
 
 
+def selection_table(info: dict) -> pd.DataFrame:
+    """Rule ``select``: each proposal (consensus variants, candidates with K clusters) and its mean ARI with all
+    candidates; the highest is the result. Empty for the other rules and when K was estimated."""
+    sel = info.get("selection") or {}
+    df = pd.DataFrame({"proposal": list(sel), "mean ARI with the candidates": list(sel.values())})
+    df["kept"] = df["proposal"] == info.get("chosen")
+    return df.sort_values("mean ARI with the candidates", ascending=False, ignore_index=True)
+
+
 def candidate_progress(snap) -> None:
     """Which candidate runs and how many are left (the live panel shows the bar and ETA)."""
     from ..methods.recommend import RecommendConfig, candidate_names
@@ -81,6 +90,11 @@ def consensus_report(res, *, key: str) -> None:
                 f"({how}) · mean per-cell confidence {info['mean_confidence']:.2f} · rule: {info['rule']}")
     st.caption("Most agreeing candidates: " + "; ".join(info.get("most_agreeing", [])) +
                ". Explore can colour the cells by confidence and select the low-confidence ones.")
+    if info.get("selection"):
+        with st.expander(f"Why this partition: kept **{info.get('chosen')}**, the proposal that agrees most with "
+                         "all candidates"):
+            st.dataframe(selection_table(info), hide_index=True,
+                         column_config={"mean ARI with the candidates": st.column_config.NumberColumn(format="%.3f")})
     if info.get("k_estimated"):
         st.plotly_chart(k_evidence_figure(info), key=f"{key}_kev")
     c1, c2 = st.columns([3, 2])

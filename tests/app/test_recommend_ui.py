@@ -35,17 +35,40 @@ def test_figure_builders_show_the_agreement_and_the_estimated_k():
     assert table["candidate"].tolist() == ["leiden r=0.5", "leiden r=0.3", "kmeans K=3 seed 0"]
 
 
-@pytest.fixture
-def recommend_ws(ws_root, tiny):
+def test_selection_table_marks_the_kept_proposal():
+    info = {**_info(estimated=False), "rule": "select", "chosen": "average_linkage_top_half",
+            "selection": {"average_linkage": 0.61, "average_linkage_top_half": 0.64, "candidate: kmeans K=3 seed 0": 0.5}}
+    table = recommend_ui.selection_table(info)
+    assert table["proposal"].tolist()[0] == "average_linkage_top_half" and table["kept"].tolist() == [True, False, False]
+    assert recommend_ui.selection_table(_info()).empty  # K estimated: nothing was selected
+
+
+def _recommend_ws(ws_root, tiny, **overrides):
     ws = Workspace("5ec0" + "0" * 28, ws_root)
     ws.set_dataset(tiny.copy(), "tiny synthetic")
     ws.set_reference("cell_type")
-    cfg = get_method("recommend").Config.from_preset(None, **SMALL)  # K estimated
+    cfg = get_method("recommend").Config.from_preset(None, **SMALL, **overrides)
     job = TrainingJob(tiny, "recommend", cfg, runs_root=ws.runs_dir, label_key="cell_type", workspace=ws.id).start()
     assert job.join(180) and job.status == "completed", job.error
     emb = job.result.full_embedding()
     np.save(ws.cache_dir / f"{job.run_id}_pca.npy", emb[:, :2].astype(np.float32))
     return ws, job.run_id
+
+
+@pytest.fixture
+def recommend_ws(ws_root, tiny):
+    return _recommend_ws(ws_root, tiny)  # K estimated
+
+
+def test_cluster_page_says_which_proposal_was_kept_when_k_is_given(ws_root, tiny):
+    ws, run_id = _recommend_ws(ws_root, tiny, n_clusters=3)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["ws"] = ws.id
+    at.run()
+    at.switch_page("pages/2_cluster.py").run()
+    assert not at.exception and not at.error
+    chosen = json.loads((ws.runs_dir / run_id / "result.json").read_text())["extras"]["recommend"]["chosen"]
+    assert any(f"kept **{chosen}**" in e.label for e in at.expander)
 
 
 def test_cluster_and_explore_pages_show_the_consensus(recommend_ws):

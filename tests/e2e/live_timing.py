@@ -1,0 +1,91 @@
+"""Measure what the live page costs: one training run through the app with the Cluster page open in Chromium,
+against the same method and config fitted directly (the ``bench`` path), one after the other on an idle machine.
+
+    python tests/e2e/live_timing.py --data klein.h5ad --method cicl [--label-key cell_type] [--preset cpu]
+
+Prints both times and their ratio (the issue's target: the app with the live page open within 20 % of the
+direct fit). Not a test (a timing on a shared CI machine proves nothing); run it alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
+
+DIRECT = """
+import sys, time, anndata as ad
+from scclust_core.methods import get_method
+a = ad.read_h5ad(sys.argv[1]); m = get_method(sys.argv[2])
+cfg = m.Config.from_preset(sys.argv[3], n_clusters=a.obs[sys.argv[4]].nunique())
+t0 = time.perf_counter(); res = m.fit(a, cfg, label_key=sys.argv[4])
+print(res.seconds, time.perf_counter() - t0)
+"""
+
+
+def direct_fit(data: str, method: str, preset: str, label_key: str) -> tuple[float, float]:
+    out = subprocess.run([sys.executable, "-c", DIRECT, data, method, preset, label_key], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
+def app_fit(data: str, method: str, preset: str, label_key: str, tmp: Path) -> tuple[float, float]:
+    import anndata as ad
+    from conftest import CHROMIUM, CHROMIUM_ARGS, Server
+    from playwright.sync_api import expect, sync_playwright
+
+    from scclust_core.workspace import Workspace
+
+    ws = Workspace(secrets.token_hex(16), tmp / "workspaces")
+    ws.set_dataset(ad.read_h5ad(data), Path(data).name)
+    ws.set_reference(label_key)
+    srv = Server(tmp / "workspaces", tmp / "streamlit.log")
+    srv.start()
+    try:
+        with sync_playwright() as pw:
+            page = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS).new_page()
+            page.set_default_timeout(120_000)
+            page.goto(f"{srv.url}/cluster?ws={ws.id}")
+            page.get_by_role("button", name=re.compile("Start training")).wait_for()
+            page.locator("[data-testid='stSelectbox']").filter(has_text="Method").first.click()
+            page.get_by_role("option", name=re.compile(rf"^{method} — ")).click()
+            preset_box = page.locator("[data-testid='stSelectbox']").filter(has_text="Preset").first
+            preset_box.click()
+            page.get_by_role("option", name=re.compile(rf"^{preset}\b")).click()
+            time.sleep(3)
+            t0 = time.perf_counter()
+            page.get_by_role("button", name=re.compile("Start training")).click()
+            expect(page.get_by_text(re.compile(rf"{method}\s*finished")).first).to_be_visible(timeout=3_600_000)
+            wall = time.perf_counter() - t0
+        run = next(ws.runs_dir.glob("*/run.json"))
+        return float(json.loads(run.read_text())["seconds"]), wall
+    finally:
+        srv.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--label-key", default="cell_type")
+    a = p.parse_args()
+    d_fit, d_wall = direct_fit(a.data, a.method, a.preset, a.label_key)
+    with tempfile.TemporaryDirectory() as tmp:
+        a_fit, a_wall = app_fit(a.data, a.method, a.preset, a.label_key, Path(tmp))
+    print(json.dumps({"method": a.method, "data": Path(a.data).name, "direct_fit_s": round(d_fit, 1),
+                      "direct_wall_s": round(d_wall, 1), "app_fit_s": round(a_fit, 1),
+                      "app_click_to_finished_s": round(a_wall, 1), "ratio_fit": round(a_fit / d_fit, 2),
+                      "ratio_wall": round(a_wall / d_fit, 2)}))
+
+
+if __name__ == "__main__":
+    main()
