@@ -148,6 +148,19 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import anndata
+
+    from .methods import get_method
+    from .profiling import format_profile, profile_fit
+
+    adata = anndata.read_h5ad(args.data)
+    cfg = get_method(args.method).Config.from_preset(args.preset, n_clusters=args.n_clusters, **_pairs(args.set))
+    print(f"{args.method} ({args.preset or 'default preset'}) on {adata.n_obs:,} cells × {adata.n_vars:,} genes")
+    print(format_profile(profile_fit(adata, args.method, cfg)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scclust_core", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
@@ -185,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep", type=float, default=0.8, help="binomial thinning: share of each count kept")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output .h5ad")
+
+    f = sub.add_parser("profile", help="where a method's time goes: one fit under cProfile, in buckets")
+    f.add_argument("--data", required=True, help="a .h5ad with raw counts")
+    f.add_argument("--method", required=True)
+    f.add_argument("--preset", default=None)
+    f.add_argument("--n-clusters", type=int, default=None)
+    f.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     return p
 
 
@@ -194,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return {"methods": _cmd_methods, "cluster": _cmd_cluster, "bench": _cmd_bench,
-                "scale": _cmd_scale}[args.command](args)
+                "scale": _cmd_scale, "profile": _cmd_profile}[args.command](args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -191,3 +191,14 @@ def test_scale_refuses_non_counts(h5ad_dir, tmp_path, capsys):
     a.write_h5ad(tmp_path / "lognorm.h5ad")
     assert main(["scale", "--data", str(tmp_path / "lognorm.h5ad"), "--cells", "10", "--out", str(tmp_path / "o.h5ad")]) == 2
     assert "raw counts" in capsys.readouterr().err
+
+
+def test_profile_prints_where_the_time_goes(h5ad_dir, capsys):
+    assert main(["profile", "--data", str(h5ad_dir / "small.h5ad"), "--method", "contrastive_sc", "--preset", "tiny",
+                 "--n-clusters", "3"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: float(line.split()[-4]) for line in out.splitlines()[1:] if line.strip().endswith("%")
+            and len(line.split()) >= 4 and line.split()[0] in ("total", "epochs", "prepare")}
+    assert set(rows) == {"total", "epochs", "prepare"} and 0 < rows["epochs"] <= rows["total"]
+    for bucket in ("before first epoch", "live views", "K-means", "torch compute", "data handling"):
+        assert bucket in out
