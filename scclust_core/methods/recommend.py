@@ -1,12 +1,15 @@
-"""``recommend``: one label-free clustering from a consensus of many cheap classic candidate partitions.
+"""``recommend``: one label-free clustering from a consensus of many cheap candidate partitions.
 
 Candidates: the data are normalised and log-transformed once and the genes ranked once by dispersion (scanpy
 ``seurat`` flavour), so the HVG sets of every size are nested; each HVG size is scaled and projected by PCA once,
 and each (HVG size, number of PCs) view gives Leiden partitions at several resolutions (on one exact kNN graph)
-and K-means partitions (K given: ``n_seeds`` seeds at K; K estimated: one run at every K Leiden found). Each
-candidate is reported as one "epoch", so the live view shows which candidate runs, how many are left, the ETA,
-and honours cancel (the consensus is then formed from the candidates done). The consensus rule, K estimation
-and confidence are in :mod:`scclust_core.consensus`. Reference labels are never used.
+and K-means partitions (K given: ``n_seeds`` seeds at K; K estimated: one run at every K Leiden found). Deep
+methods named in ``deep_methods`` add one view each (their learned embedding, clustered the same way); each is
+trained through the public ``fit`` API on the raw counts of the same cells, only when its estimated time fits what
+is left of ``budget_s``. On the shared data they did not improve the consensus, so the default is classic-only
+(the README has the figures). Each candidate is reported as one "epoch", so the live view shows which candidate
+runs, how many are left, the ETA, and honours cancel (the consensus is then formed from the candidates done). The
+consensus rule, K estimation and confidence are in :mod:`scclust_core.consensus`. Reference labels are never used.
 """
 from __future__ import annotations
 

@@ -57,9 +57,10 @@ def app_fit(data: str, method: str, preset: str, label_key: str, tmp: Path) -> t
             page.get_by_role("button", name=re.compile("Start training")).wait_for()
             page.locator("[data-testid='stSelectbox']").filter(has_text="Method").first.click()
             page.get_by_role("option", name=re.compile(rf"^{method} — ")).click()
-            preset_box = page.locator("[data-testid='stSelectbox']").filter(has_text="Preset").first
-            preset_box.click()
-            page.get_by_role("option", name=re.compile(rf"^{preset}\b")).click()
+            from scclust_core.methods import get_method
+
+            if get_method(method).Config.default_preset() != preset:
+                raise SystemExit(f"--preset must be {method}'s default preset (the form is left as it opens)")
             time.sleep(3)
             t0 = time.perf_counter()
             page.get_by_role("button", name=re.compile("Start training")).click()
@@ -75,7 +76,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
     p.add_argument("--method", required=True)
-    p.add_argument("--preset", default="cpu")
+    p.add_argument("--preset", default="cpu", help="must be the method's default preset (the form is not changed)")
     p.add_argument("--label-key", default="cell_type")
     a = p.parse_args()
     d_fit, d_wall = direct_fit(a.data, a.method, a.preset, a.label_key)
