@@ -37,6 +37,11 @@ MEASURED: list[tuple[str, str, int, int, float | None, float | None, str]] = [
     ("leiden", "default", 8617, 2000, 63.5, None, "README"), ("leiden", "default", 220, 12694, 3.7, None, "README"),
     ("leiden", "default", 1000, 900, 2.8, None, "README"), ("leiden", "default", 2746, 2003, 7.8, None, "README"),
     ("leiden", "default", 4186, 13488, 9.9, None, "README"),
+    # README, recommend (consensus), K given, 3-seed means, idle 2-core CPU
+    ("recommend", "default", 4271, 2000, 25.9, None, "README"), ("recommend", "default", 822, 14878, 7.6, None, "README"),
+    ("recommend", "default", 8617, 2000, 54.4, None, "README"), ("recommend", "default", 220, 12694, 2.6, None, "README"),
+    ("recommend", "default", 1000, 900, 2.4, None, "README"), ("recommend", "default", 2746, 2003, 22.7, None, "README"),
+    ("recommend", "default", 4186, 13488, 32.4, None, "README"),
     # README, deep methods, cpu presets (3-seed tables; the middle of the reported range)
     ("contrastive_sc", "cpu", 4271, 2000, 15, None, "README"), ("contrastive_sc", "cpu", 2746, 2003, 10, None, "README"),
     ("contrastive_sc", "cpu", 4186, 13488, 15, None, "README"), ("contrastive_sc", "cpu", 822, 14878, 3, None, "README"),

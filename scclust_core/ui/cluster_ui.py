@@ -16,9 +16,14 @@ K_METHOD = "method_pick_saved"
 #: plain-language cards: what the method does (two sentences) and when it helped in the README's measured
 #: benchmarks (ARI, K = annotated types, 2-core CPU). Methods without a card show their own summary.
 CARDS: dict[str, tuple[str, str]] = {
+    "recommend": ("Runs about 60 quick K-means and Leiden clusterings over several gene sets, PC counts, seeds and "
+                  "resolutions, and combines them into the one partition they agree on most, with a confidence per "
+                  "cell. No labels are used; leave K empty and it estimates K too.",
+                  "Above the better of K-means and Leiden on 6 of 7 files (mean ARI 0.649 vs 0.577 with K given, 0.655 "
+                  "with K estimated); 0.05 below K-means on bladder."),
     "leiden": ("Links each cell to its nearest neighbours in the space of the top 50 principal components and "
                "finds densely connected communities. The number of clusters follows from the resolution, not from K.",
-               "Best of all methods here on CITE-CBMC (0.61) and worm neurons (0.40); a strong, fast first look."),
+               "The better classic baseline on CITE-CBMC (0.61) and worm neurons (0.40); a strong, fast first look."),
     "kmeans": ("Splits the cells into K groups around centres in the space of the top 50 principal components. "
                "Fast and simple; it needs K.",
                "Best or near best on PBMC (0.70), bladder (0.63), Baron (0.64) and Camp (0.32) in our benchmarks."),
