@@ -155,7 +155,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .profiling import format_profile, profile_fit
 
     adata = anndata.read_h5ad(args.data)
-    cfg = get_method(args.method).Config.from_preset(args.preset, n_clusters=args.n_clusters, **_pairs(args.set))
+    cfg = get_method(args.method).Config.from_preset(args.preset, n_clusters=args.n_clusters)
+    cfg = cfg.set_from_strings(_pairs(args.set))
     print(f"{args.method} ({args.preset or 'default preset'}) on {adata.n_obs:,} cells × {adata.n_vars:,} genes")
     print(format_profile(profile_fit(adata, args.method, cfg)))
     return 0

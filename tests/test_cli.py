@@ -195,7 +195,7 @@ def test_scale_refuses_non_counts(h5ad_dir, tmp_path, capsys):
 
 def test_profile_prints_where_the_time_goes(h5ad_dir, capsys):
     assert main(["profile", "--data", str(h5ad_dir / "small.h5ad"), "--method", "contrastive_sc", "--preset", "tiny",
-                 "--n-clusters", "3"]) == 0
+                 "--n-clusters", "3", "--set", "epochs=2"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: float(line.split()[-4]) for line in out.splitlines()[1:] if line.strip().endswith("%")
             and len(line.split()) >= 4 and line.split()[0] in ("total", "epochs", "prepare")}
