@@ -5,7 +5,8 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "fit_threads", "hold_threads"]
+__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "busy_cores_elsewhere",
+           "fit_threads", "hold_threads"]
 
 
 def cuda_available() -> bool:
@@ -60,12 +61,41 @@ def choose_threads(explicit: int = 0) -> tuple[int, str]:
             raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}")
         return n, "SCCLUST_THREADS"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = busy_cores_elsewhere()
+    if busy is not None:
+        return max(1, min(cores, int(cores - busy + 0.5))), f"free cores: {cores} cores, {busy:.1f} busy elsewhere"
     try:
         load = os.getloadavg()[0]
     except OSError:  # pragma: no cover - platforms without a load average
         return cores, f"all {cores} cores (no load average)"
     n = max(1, min(cores, int(cores - load + 0.5)))
     return n, f"free cores: {cores} cores, load {load:.1f}"
+
+
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(all CPUs' total ticks, their idle ticks, this process's user + system ticks) from ``/proc``."""
+    with open("/proc/stat") as fh:
+        vals = [int(v) for v in fh.readline().split()[1:]]
+    with open("/proc/self/stat") as fh:
+        own = fh.read().rsplit(")", 1)[1].split()
+    return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0), int(own[11]) + int(own[12])
+
+
+def busy_cores_elsewhere(window: float = 0.15) -> float | None:
+    """Cores kept busy by other processes over the next ``window`` seconds (None without ``/proc``)."""
+    import time
+
+    try:
+        t0, idle0, own0 = _cpu_ticks()
+        time.sleep(window)
+        t1, idle1, own1 = _cpu_ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = t1 - t0
+    if total <= 0:
+        return None
+    busy = max(0, (total - (idle1 - idle0)) - (own1 - own0))
+    return busy / total * (os.cpu_count() or 1)
 
 
 @contextmanager

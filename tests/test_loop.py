@@ -164,11 +164,38 @@ def test_thread_choice_explicit_env_and_free_cores(monkeypatch):
         choose_threads(0)
     monkeypatch.delenv("SCCLUST_THREADS")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr("os.getloadavg", lambda: (2.6, 0.0, 0.0))
+    monkeypatch.setattr("scclust_core.device.busy_cores_elsewhere", lambda: 2.6)
     n, why = choose_threads(0)
-    assert n == 1 and "4 cores, load 2.6" in why
-    monkeypatch.setattr("os.getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert n == 1 and "4 cores, 2.6 busy elsewhere" in why
+    monkeypatch.setattr("scclust_core.device.busy_cores_elsewhere", lambda: 9.0)
     assert choose_threads(0)[0] == 1  # never below one
+    monkeypatch.setattr("scclust_core.device.busy_cores_elsewhere", lambda: None)  # no /proc: the load average
+    monkeypatch.setattr("os.getloadavg", lambda: (0.4, 0.0, 0.0))
+    assert choose_threads(0) == (4, "free cores: 4 cores, load 0.4")
+
+
+def test_own_work_does_not_count_as_busy_elsewhere():
+    import threading
+
+    from scclust_core.device import busy_cores_elsewhere
+
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            sum(range(1000))
+
+    before = busy_cores_elsewhere(0.3)
+    if before is None:
+        pytest.skip("no /proc on this platform")
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    try:
+        busy = busy_cores_elsewhere(0.3)  # this process keeps one core busy meanwhile
+    finally:
+        stop.set()
+        t.join()
+    assert busy is not None and 0 <= busy < before + 0.6  # the spinning thread is this process's: not counted
 
 
 def test_fit_threads_sets_holds_and_restores():
