@@ -58,3 +58,18 @@ class Recorder:
 
     def should_stop(self) -> bool:
         return self.stop_after is not None and len(self.logs) >= self.stop_after
+
+
+def workspace_with_run(ws, adata: AnnData, method: str, config, *, view: str = "umap", timeout: float = 120):
+    """``ws`` (a Workspace) with ``adata`` (reference 'cell_type') and one finished ``method`` run; returns
+    ``(ws, run_id)``. A stand-in 2-D ``view`` (the embedding's first two columns) is cached so page tests do not
+    spend time computing UMAP (test_core_embed tests the real one)."""
+    from scclust_core.jobs import TrainingJob
+
+    ws.set_dataset(adata.copy(), "tiny synthetic")
+    ws.set_reference("cell_type")
+    job = TrainingJob(adata, method, config, runs_root=ws.runs_dir, label_key="cell_type", workspace=ws.id).start()
+    assert job.join(timeout) and job.status == "completed", job.error
+    emb = job.result.full_embedding()
+    np.save(ws.cache_dir / f"{job.run_id}_{view}.npy", emb[:, :2].astype(np.float32))
+    return ws, job.run_id

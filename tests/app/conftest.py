@@ -5,9 +5,9 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import workspace_with_run
 
 from scclust_core import datasets
-from scclust_core.jobs import TrainingJob
 from scclust_core.methods import get_method
 from scclust_core.workspace import Workspace
 
@@ -52,16 +52,9 @@ def kmeans_cfg():
 def _finished_template(tmp_path_factory, _tiny_session):
     """A workspace (built once) with the tiny dataset, reference 'cell_type' and one finished kmeans run."""
     root = tmp_path_factory.mktemp("ws_template")
-    ws = Workspace(TEST_WS_ID, root)
-    ws.set_dataset(_tiny_session.copy(), "tiny synthetic")
-    ws.set_reference("cell_type")
-    job = TrainingJob(_tiny_session, "kmeans", kmeans_config(), runs_root=ws.runs_dir, label_key="cell_type",
-                      workspace=ws.id).start()
-    assert job.join(120) and job.status == "completed", job.error
-    # a stand-in 2-D view so page tests do not spend time compiling UMAP (test_core_embed tests the real one)
-    emb = job.result.full_embedding()
-    np.save(ws.cache_dir / f"{job.run_id}_umap.npy", emb[:, :2].astype(np.float32))
-    return root, job.run_id
+    _, run_id = workspace_with_run(Workspace(TEST_WS_ID, root), _tiny_session, "kmeans", kmeans_config())
+    return root, run_id
+
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import workspace_with_run
 from streamlit.testing.v1 import AppTest
 
-from scclust_core.jobs import TrainingJob
 from scclust_core.methods import get_method
 from scclust_core.ui import recommend_ui
 from scclust_core.workspace import Workspace
@@ -44,15 +44,8 @@ def test_selection_table_marks_the_kept_proposal():
 
 
 def _recommend_ws(ws_root, tiny, **overrides):
-    ws = Workspace("5ec0" + "0" * 28, ws_root)
-    ws.set_dataset(tiny.copy(), "tiny synthetic")
-    ws.set_reference("cell_type")
     cfg = get_method("recommend").Config.from_preset(None, **SMALL, **overrides)
-    job = TrainingJob(tiny, "recommend", cfg, runs_root=ws.runs_dir, label_key="cell_type", workspace=ws.id).start()
-    assert job.join(180) and job.status == "completed", job.error
-    emb = job.result.full_embedding()
-    np.save(ws.cache_dir / f"{job.run_id}_pca.npy", emb[:, :2].astype(np.float32))
-    return ws, job.run_id
+    return workspace_with_run(Workspace("5ec0" + "0" * 28, ws_root), tiny, "recommend", cfg, view="pca", timeout=180)
 
 
 @pytest.fixture
