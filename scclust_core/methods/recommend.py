@@ -48,8 +48,9 @@ class RecommendConfig(MethodConfig):
                            help="Cells sampled for the co-association dendrogram; the rest join by mean "
                                 "co-association (memory grows with its square, not with the data).")
     budget_s: float = param(150.0, min=0.0, max=36000.0,
-                            help="Time budget for building candidates (seconds); candidates not started "
-                                 "by then are skipped and the run says so (at least 2 always run).")
+                            help="Time budget for building candidates (seconds, counted from the first candidate, "
+                                 "after normalisation and the PCA views); candidates not started by then are "
+                                 "skipped and the run says so (at least 2 always run).")
     deep_methods: list[str] = param([], help="Deep methods whose trained embedding becomes one more "
                                     "candidate view (Leiden and K-means on it, as on a PCA view), each only when its "
                                     "estimated time fits what is left of budget_s; [] (the default, see the README) = classic candidates only.")
@@ -237,6 +238,8 @@ class Recommend(ClusteringMethod[RecommendConfig]):
         ctx.initial(main, np.zeros(len(main), dtype=np.int64))  # the PCA view before any candidate: one colour
         cands = _Candidates(data.adata, views, config, ctx)
         for step in plan:
+            if ctx.stop_requested:  # e.g. cancelled while a deep view trained
+                break
             lab = cands.run(step)
             if lab is not None and ctx.emit(len(cands.parts), "candidates", {"disagreement": cands.disagreement()},
                                             embedding=main, labels=lab,
@@ -286,7 +289,7 @@ class _Candidates:
     def run(self, step: tuple) -> np.ndarray | None:
         """One candidate partition (None when skipped: budget, a deep view that does not fit, no usable K)."""
         view = step[1]
-        if self.ctx.stop_requested or (self.elapsed() > self.config.budget_s and len(self.parts) >= 2):
+        if self.elapsed() > self.config.budget_s and len(self.parts) >= 2:
             self.skipped += 1
             return None
         if view not in self.views:
