@@ -1,6 +1,6 @@
 import streamlit as st
 
-from scclust_core.ui import cluster_ui, common, live, state
+from scclust_core.ui import cluster_ui, common, live, live_panel, state
 
 common.page_setup()
 st.title("Cluster")
@@ -13,7 +13,7 @@ if job is None:  # a job of this session that just ended is still shown from mem
     job = state.jobs().get(last) if last else None
 
 if job is not None and job.running:
-    live.live_panel(job)  # training keeps going when you switch pages; its view is here when you come back
+    live_panel.live_panel(job)  # training keeps going when you switch pages; its view is here when you come back
     with st.expander("Settings for the next run"):
         with common.guard("Setting up the run"):
             cluster_ui.settings_and_start()

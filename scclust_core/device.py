@@ -113,6 +113,8 @@ def fit_threads(explicit: int, device: str) -> Iterator[dict[str, Any]]:
     else:
         n, why = choose_threads(explicit)
         info = {"n": n, "source": why}
+        if not why.startswith(("config", "SCCLUST")):
+            info["auto"] = True  # chosen from the free cores: looked at again after preprocessing
         if n != prev:
             torch.set_num_threads(n)
     try:
@@ -123,13 +125,20 @@ def fit_threads(explicit: int, device: str) -> Iterator[dict[str, Any]]:
 
 
 def hold_threads(info: dict[str, Any], device: str) -> None:
-    """Re-apply the thread count chosen by :func:`fit_threads`.
+    """Re-apply the thread count chosen by :func:`fit_threads`, choosing it again when it came from the free cores.
 
     Needed after preprocessing: scanpy's recipes (numba / OpenMP under the hood) reset torch's intra-op threads
     to the core count — measured here: 1 → 2 after ``recipe_r2``, which made a 1-thread run on a loaded 2-core
-    machine 5× slower and not the computation the user asked for.
+    machine 5× slower and not the computation the user asked for. A count chosen from the free cores is measured
+    again here, when the training starts: at the click on Start the browser and the app are busy redrawing the
+    page for a second or two, which gave the app's runs one thread where the same fit from Python got two.
     """
     import torch
 
-    if device == "cpu" and torch.get_num_threads() != info["n"]:
+    if device != "cpu":
+        return
+    if info.get("auto"):
+        n, why = choose_threads(0)
+        info.update(n=n, source=f"{why} (after preprocessing)")
+    if torch.get_num_threads() != info["n"]:
         torch.set_num_threads(int(info["n"]))

@@ -16,11 +16,11 @@ __all__ = [
     "palette", "qc_histograms", "loss_curves", "metric_curves", "snapshot_grid", "snapshot_player",
     "embedding_scatter", "cluster_sizes", "composition_bar", "dotplot", "heatmap", "violin", "sankey",
     "contingency_heatmap", "pick_snapshots", "pick_snapshot_indices", "best_and_final", "stable_snapshot_labels",
-    "match_clusters", "short_label",
+    "match_clusters", "short_label", "categories", "cluster_colours", "MISSING_COLOUR",
 ]
 
 _PALETTE = pc.qualitative.Plotly + pc.qualitative.D3 + pc.qualitative.Dark24 + pc.qualitative.Light24
-_MISSING = "#cccccc"
+MISSING_COLOUR = "#cccccc"
 _LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40))
 
 
@@ -29,7 +29,8 @@ def palette(categories: Sequence) -> dict[str, str]:
     return {str(c): _PALETTE[i % len(_PALETTE)] for i, c in enumerate(categories)}
 
 
-def _categories(values: pd.Series) -> list[str]:
+def categories(values: pd.Series) -> list[str]:
+    """The categories present in ``values``, in category order, else numerically then alphabetically sorted."""
     s = pd.Series(values)
     if isinstance(s.dtype, pd.CategoricalDtype):
         return [str(c) for c in s.cat.categories if (s == c).any()]
@@ -228,7 +229,7 @@ def pick_snapshot_indices(n: int, max_cols: int = 6) -> list[int]:
     return [int(i) for i in np.unique(np.linspace(0, n - 1, max_cols).round().astype(int))]
 
 
-def _cluster_colours(ids: Iterable[np.ndarray]) -> dict[str, str]:
+def cluster_colours(ids: Iterable[np.ndarray]) -> dict[str, str]:
     """Colour per matched cluster id (another palette than the reference's, so cluster 0 and the first cell
     type do not look the same)."""
     alt = pc.qualitative.Dark24 + pc.qualitative.Alphabet
@@ -249,7 +250,7 @@ def _scatter_traces(xy: np.ndarray, labels: Sequence, colors: dict[str, str], *,
         traces.append(go.Scattergl(
             x=xy[m, 0], y=xy[m, 1], mode="markers", name=f"{name_prefix}{cat}", legendgroup=f"{legendgroup_prefix}{cat}",
             customdata=np.flatnonzero(m).tolist(),  # the snapshot cell each point is (same cells in every panel)
-            showlegend=showlegend, marker=dict(size=size, color=colors.get(cat, _MISSING), line_width=0), legend=legend,
+            showlegend=showlegend, marker=dict(size=size, color=colors.get(cat, MISSING_COLOUR), line_width=0), legend=legend,
             hovertext=None if hover is None else np.asarray(hover)[m], hoverinfo="text+name" if hover is not None else "name",
         ))
     return traces
@@ -272,10 +273,10 @@ def snapshot_grid(snapshots: Sequence, reference: Sequence | None = None, *, max
               for k in picked]
     fig = make_subplots(rows=rows, cols=len(picked), subplot_titles=titles + [""] * len(picked) * (rows - 1),
                         horizontal_spacing=0.01, vertical_spacing=0.04)
-    ccols = _cluster_colours(ids[k] for k in picked)
+    ccols = cluster_colours(ids[k] for k in picked)
     if reference is not None:
         ref = pd.Series(reference)
-        rcols = palette(_categories(ref))
+        rcols = palette(categories(ref))
     shown: set[str] = set()
     for j, k in enumerate(picked, start=1):
         s, lab = snaps[k], [str(v) for v in ids[k]]
@@ -311,9 +312,9 @@ def snapshot_player(snapshots: Sequence, reference: Sequence | None = None, *, c
     ids = stable_snapshot_labels(snaps)
     if use_ref:
         ref = pd.Series(reference)
-        cols = palette(_categories(ref))
+        cols = palette(categories(ref))
     else:
-        cols = _cluster_colours(ids)
+        cols = cluster_colours(ids)
     cats = list(cols)
 
     def traces(k):
@@ -375,7 +376,7 @@ def embedding_scatter(xy: np.ndarray, color: Sequence | None = None, *, title: s
                 hovertext=None if hover is None else np.asarray(hover)[order], name=color_name,
             ))
         else:
-            cols = palette(_categories(s))
+            cols = palette(categories(s))
             lab = s.astype(object).where(s.notna(), "n/a").astype(str)
             for cat in list(cols) + (["n/a"] if (lab == "n/a").any() else []):
                 m = (lab == cat).to_numpy()
@@ -384,7 +385,7 @@ def embedding_scatter(xy: np.ndarray, color: Sequence | None = None, *, title: s
                 idx = np.flatnonzero(m)
                 fig.add_trace(go.Scattergl(
                     x=xy[m, 0], y=xy[m, 1], mode="markers", name=f"{cat} ({m.sum()})", customdata=idx,
-                    marker=dict(size=size, color=cols.get(cat, _MISSING), line_width=0),
+                    marker=dict(size=size, color=cols.get(cat, MISSING_COLOUR), line_width=0),
                     hovertext=None if hover is None else np.asarray(hover)[m],
                 ))
     fig.update_layout(title=title, height=560, dragmode="lasso", legend=dict(title=color_name, itemsizing="constant"),
@@ -395,7 +396,7 @@ def embedding_scatter(xy: np.ndarray, color: Sequence | None = None, *, title: s
 
 def cluster_sizes(labels: Sequence, *, title: str = "Cluster sizes") -> go.Figure:
     s = pd.Series(labels)
-    cats = _categories(s)
+    cats = categories(s)
     counts = s.astype(object).astype(str).value_counts()
     y = [int(counts.get(c, 0)) for c in cats]
     cols = palette(cats)
@@ -456,7 +457,7 @@ def violin(values: pd.DataFrame, *, title: str = "Expression per cluster") -> go
     """``values``: long table with columns cluster, gene, expression."""
     genes = list(pd.unique(values["gene"]))
     fig = make_subplots(rows=len(genes), cols=1, shared_xaxes=True, subplot_titles=genes, vertical_spacing=0.04)
-    cats = _categories(values["cluster"])
+    cats = categories(values["cluster"])
     cols = palette(cats)
     for i, g in enumerate(genes, start=1):
         sub = values[values["gene"] == g]
@@ -475,7 +476,7 @@ def sankey(a: Sequence, b: Sequence, *, a_name: str = "clusters", b_name: str = 
     sa, sb = pd.Series(a).reset_index(drop=True), pd.Series(b).reset_index(drop=True)
     ok = sa.notna() & sb.notna()
     sa, sb = sa[ok].astype(str), sb[ok].astype(str)
-    ca, cb = _categories(pd.Series(a)[ok.values]), _categories(pd.Series(b)[ok.values])
+    ca, cb = categories(pd.Series(a)[ok.values]), categories(pd.Series(b)[ok.values])
     ca = [c for c in ca if (sa == c).any()]
     cb = [c for c in cb if (sb == c).any()]
     tab = pd.crosstab(sa, sb).reindex(index=ca, columns=cb, fill_value=0)
@@ -523,7 +524,7 @@ def contingency_heatmap(a: Sequence, b: Sequence, *, a_name: str = "clusters", b
     """Cells per (a, b) pair; with ``normalize`` each row of ``a`` is shown as fractions (the counts on hover)."""
     sa, sb = pd.Series(a).reset_index(drop=True), pd.Series(b).reset_index(drop=True)
     ok = sa.notna() & sb.notna()
-    ca, cb = _categories(pd.Series(a)[ok.values]), _categories(pd.Series(b)[ok.values])
+    ca, cb = categories(pd.Series(a)[ok.values]), categories(pd.Series(b)[ok.values])
     tab = pd.crosstab(sa[ok].astype(str), sb[ok].astype(str)).reindex(index=ca, columns=cb, fill_value=0)
     z = tab.div(tab.sum(axis=1).replace(0, 1), axis=0) if normalize else tab
     fig = go.Figure(go.Heatmap(z=z.to_numpy(), x=cb, y=ca, colorscale="Blues", text=tab.to_numpy(),

@@ -226,3 +226,21 @@ def test_training_runs_with_the_chosen_threads_after_scanpy_preprocessing(counts
     finally:
         type(m).train = orig
     assert seen == [1] and res.extras["threads"] == {"n": 1, "source": "config torch_threads"}
+
+
+def test_free_core_thread_count_is_chosen_again_after_preprocessing(monkeypatch):
+    """A count taken from the free cores is measured again when training starts (the app's page is busy at the
+    click on Start and idle a second later); an explicit count is never changed."""
+    monkeypatch.delenv("SCCLUST_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    before = torch.get_num_threads()
+    monkeypatch.setattr("scclust_core.device.busy_cores_elsewhere", lambda: 1.8)  # busy at the click
+    with fit_threads(0, "cpu") as info:
+        assert info["n"] == 1 and info["auto"]
+        monkeypatch.setattr("scclust_core.device.busy_cores_elsewhere", lambda: 0.1)  # idle a moment later
+        hold_threads(info, "cpu")
+        assert info["n"] == 2 and torch.get_num_threads() == 2 and "after preprocessing" in info["source"]
+    assert torch.get_num_threads() == before
+    with fit_threads(1, "cpu") as info:
+        hold_threads(info, "cpu")
+        assert info == {"n": 1, "source": "config torch_threads"} and torch.get_num_threads() == 1

@@ -306,12 +306,12 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
             ctx = FitContext(method=self.name, callback=callback, truth=truth, n_cells=n,
                              snapshot_every=cfg.snapshot_every, seed=cfg.seed, device=device)
             ctx.begin(self.planned_epochs(cfg))
+            hold_threads(threads, device)  # preprocessing (scanpy) may have reset torch's thread count
             cell_index = np.asarray(data.cell_index, dtype=np.int64)
             ctx.callback.on_train_begin({"method": self.name, "n_cells": n, "n_genes": data.adata.n_vars,
                                          "device": device, "config": cfg.to_dict(), "threads": dict(threads),
                                          "total_epochs": ctx.total_epochs, "snapshot_index": cell_index[ctx.sub_idx]})
             seed_everything(cfg.seed)
-            hold_threads(threads, device)  # preprocessing (scanpy) may have reset torch's thread count
             embedding, labels, extras = self.train(data, cfg, ctx)
         embedding = np.ascontiguousarray(embedding, dtype=np.float32)
         labels = _relabel(np.asarray(labels))

@@ -1,4 +1,7 @@
-"""Live training panel (a ``run_every`` fragment while a job runs) and the view of a finished run."""
+"""The training record of a run: curves, snapshot grid and player, run summaries and the runs table.
+
+The panel of a job still training is in :mod:`.live_panel`; it shares the curves and headings defined here.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,11 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from .. import plots
-from ..jobs import TrainingJob
 from . import recommend_ui, state
 
 
-def _fmt_time(s: float | None) -> str:
+def fmt_time(s: float | None) -> str:
+    """Seconds as ``m:ss`` (``h:mm:ss`` from an hour), a dash when unknown."""
     if s is None or not np.isfinite(s):
         return "–"
     s = int(round(s))
@@ -50,7 +53,8 @@ def load_estimate(run_id: str) -> dict | None:
         return None
 
 
-def _reference_for(snapshot_index, label_key: str | None):
+def reference_for(snapshot_index, label_key: str | None):
+    """The reference annotation of the snapshot cells (None without one, or when the index does not fit)."""
     ad = state.adata()
     if label_key is None or ad is None or label_key not in ad.obs or snapshot_index is None:
         return None
@@ -106,7 +110,7 @@ def snapshot_heading(n_taken: int, epochs_drawn: list[int], *, live: bool, finis
     text = f"**Embedding snapshots** — {n} panel{'s' if n != 1 else ''} (epoch{'s' if n != 1 else ''} " \
            f"{', '.join(map(str, epochs_drawn))})"
     if n < n_taken:
-        text += f"; {n_taken} snapshots taken, all of them in the Player tab"
+        text += f"; {n_taken} snapshots taken, all of them in the Player " + ("when the run ends" if live else "tab")
     if finishing:
         text += "; the final snapshot (final clusters) is being computed"
     elif live:
@@ -114,92 +118,60 @@ def snapshot_heading(n_taken: int, epochs_drawn: list[int], *, live: bool, finis
     return text
 
 
-def training_view(history, snapshots, snapshot_index, *, label_key: str | None, key: str, live: bool = False,
-                  finishing: bool = False) -> None:
-    """Metrics, loss curves, metric curves and snapshots (shared by the live panel and finished runs)."""
+def curve_figures(history, label_key: str | None) -> dict:
+    """The loss and score figures of ``history`` (built once, shown by :func:`show_curves`)."""
+    if not history:
+        return {}
+    figs = {"loss": plots.loss_curves(history)}
+    if any(np.isfinite(h.metrics.get(k, np.nan)) for h in history for k in ("ari", "nmi", "silhouette", "ca")):
+        figs["metrics"] = plots.metric_curves(
+            history, title=f"ARI / NMI vs {label_key}" if label_key else "Silhouette of the current clusters")
+    return figs
+
+
+def show_curves(history, figs: dict, *, label_key: str | None, key: str) -> None:
+    """Metric cards, loss curves and score curves."""
     if not history:
         st.info("The loss and score curves appear after the first epoch.")
+        return
+    _metric_cards(history, label_key)
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(figs["loss"], key=f"{key}_loss")
+    c1.caption(_loss_line(history))
+    if "metrics" in figs:
+        c2.plotly_chart(figs["metrics"], key=f"{key}_metrics")
+        line = _best_final_line(history)
+        if line:
+            c2.caption(line)
     else:
-        _metric_cards(history, label_key)
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(plots.loss_curves(history), key=f"{key}_loss")
-        c1.caption(_loss_line(history))
-        if any(np.isfinite(h.metrics.get(k, np.nan)) for h in history for k in ("ari", "nmi", "silhouette", "ca")):
-            c2.plotly_chart(plots.metric_curves(
-                history, title=f"ARI / NMI vs {label_key}" if label_key else "Silhouette of the current clusters"),
-                key=f"{key}_metrics")
-            line = _best_final_line(history)
-            if line:
-                c2.caption(line)
-        else:
-            c2.info("The score curve appears at the first scored epoch.")
-    if snapshots:
-        ref = _reference_for(snapshot_index, label_key)
-        drawn = [snapshots[i].epoch for i in plots.pick_snapshot_indices(len(snapshots))]
-        st.markdown(snapshot_heading(len(snapshots), drawn, live=live, finishing=finishing)
-                    + (f" — top: clusters at that epoch (colours matched across epochs); bottom: {label_key}"
-                       if ref is not None else " — clusters at that epoch (colours matched across epochs)"))
-        t1, t2 = st.tabs(["Grid", f"Player ({len(snapshots)} snapshots, slider / play)"])
-        with t1:
-            st.plotly_chart(plots.snapshot_grid(snapshots, ref, reference_name=label_key or "reference"),
-                            key=f"{key}_grid")
-        with t2:
-            color = "clusters"
-            if ref is not None:
-                color = st.radio("Colour by", ["clusters", label_key], horizontal=True, key=f"{key}_pcol")
-            st.plotly_chart(plots.snapshot_player(snapshots, ref, color_by=color, reference_name=label_key or ""),
-                            key=f"{key}_player")
+        c2.info("The score curve appears at the first scored epoch.")
 
 
-def live_panel(job: TrainingJob) -> None:
-    """Progress, curves and snapshots of a running job, refreshed every second until it ends."""
+def grid_legend(label_key: str | None, with_reference: bool) -> str:
+    """What the rows of the snapshot grid are coloured by, for its heading."""
+    return (f" — top: clusters at that epoch (colours matched across epochs); bottom: {label_key}" if with_reference
+            else " — clusters at that epoch (colours matched across epochs)")
 
-    @st.fragment(run_every=1.0 if job.running else None)
-    def _panel():
-        snap = job.snapshot()
-        with st.container(border=True):
-            head = st.columns([4, 1])
-            head[0].markdown(f"### Training **{snap.method}** · {snap.status}")
-            if snap.running and head[1].button("Cancel", key=f"cancel_{job.run_id}", type="secondary",
-                                               help="Stop after the current epoch; the labels so far are kept"):
-                job.cancel()
-                st.toast("Cancelling after this epoch…")
-            frac = min(1.0, snap.epoch / snap.total_epochs) if snap.total_epochs else 0.0
-            started = f"started {clock(snap.started)} · elapsed {_fmt_time(snap.elapsed)}"
-            text = f"training… epoch {snap.epoch}/{snap.total_epochs or '–'} · {started} · ETA {_fmt_time(snap.eta)}"
-            if not snap.running:
-                text = f"{snap.status} · epoch {snap.epoch}/{snap.total_epochs or '–'} · {started}"
-            elif snap.status == "queued":
-                ahead = snap.queue_position or 0
-                text = (f"queued: {ahead} training{'' if ahead == 1 else 's'} ahead on this server; it starts when "
-                        f"one ends · {started}")
-            elif snap.running and snap.epoch == 0:
-                text = f"preparing the data (preprocessing recipe)… · {started}"
-            elif snap.running and snap.total_epochs and snap.epoch >= snap.total_epochs:
-                text = f"last epoch done: computing the final clusters and snapshot… · {started}"
-            st.progress(frac, text=text)
-            if snap.method == "recommend" and snap.running:
-                recommend_ui.candidate_progress(snap)
-            info = [f"device: {snap.device}"]
-            if snap.gpu_mem_gib is not None:
-                info.append(f"GPU memory in use: {snap.gpu_mem_gib:.2f} GiB")
-            if snap.info:
-                info.append(f"{snap.info.get('n_cells', '?')} cells × {snap.info.get('n_genes', '?')} genes")
-            st.caption(" · ".join(info))
-            if snap.status == "failed":
-                st.error(f"The run failed: {snap.error}")
-            est = load_estimate(job.run_id)
-            if est:
-                st.caption(f"Estimated before Start: {est['text']}")
-            training_view(snap.history, snap.snapshots, snap.snapshot_index, label_key=job.label_key,
-                          key=f"live_{job.run_id}", live=snap.running,
-                          finishing=bool(snap.running and snap.total_epochs and snap.epoch >= snap.total_epochs))
-        done_key = f"_done_{job.run_id}"
-        if not snap.running and not st.session_state.get(done_key):
-            st.session_state[done_key] = True
-            st.rerun()
 
-    _panel()
+def training_view(history, snapshots, snapshot_index, *, label_key: str | None, key: str) -> None:
+    """Metrics, loss curves, score curves, and the snapshot grid and player of a finished run (interactive)."""
+    show_curves(history, curve_figures(history, label_key), label_key=label_key, key=key)
+    if not snapshots:
+        return
+    ref = reference_for(snapshot_index, label_key)
+    drawn = [snapshots[i].epoch for i in plots.pick_snapshot_indices(len(snapshots))]
+    st.markdown(snapshot_heading(len(snapshots), drawn, live=False, finishing=False)
+                + grid_legend(label_key, ref is not None))
+    t1, t2 = st.tabs(["Grid", f"Player ({len(snapshots)} snapshots, slider / play)"])
+    with t1:
+        st.plotly_chart(plots.snapshot_grid(snapshots, ref, reference_name=label_key or "reference"),
+                        key=f"{key}_grid")
+    with t2:
+        color = "clusters"
+        if ref is not None:
+            color = st.radio("Colour by", ["clusters", label_key], horizontal=True, key=f"{key}_pcol")
+        st.plotly_chart(plots.snapshot_player(snapshots, ref, color_by=color, reference_name=label_key or ""),
+                        key=f"{key}_player")
 
 
 def run_summary(rec) -> None:
@@ -227,7 +199,7 @@ def run_summary(rec) -> None:
     est = load_estimate(rec.run_id)
     if est and est.get("seconds"):
         ratio = res.seconds / est["seconds"] if est["seconds"] > 0 else float("nan")
-        st.caption(f"Time: estimated {est['text'].split(' · ')[0]} before Start, took {_fmt_time(res.seconds)} "
+        st.caption(f"Time: estimated {est['text'].split(' · ')[0]} before Start, took {fmt_time(res.seconds)} "
                    f"({ratio:.1f}× the estimate)" + (f"; peak memory estimate was {est['mib']:.0f} MiB" if est.get("mib") else ""))
     if res.extras.get("note"):
         st.caption(str(res.extras["note"]))

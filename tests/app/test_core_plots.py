@@ -119,3 +119,50 @@ def test_qc_axes_and_sankey_labels():
     long = "CD14+ classical monocytes, inflammatory"
     s = plots.sankey(pd.Series(["0", "1"]), pd.Series([long, "B"])).data[0]
     assert max(len(x) for x in s.node.label) <= 22 and long in s.node.customdata
+
+
+def _png_rgb(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_live_snapshot_grid_image_shows_the_matched_cluster_colours():
+    """The live view's PNG grid: a row of panels per colouring, in the colours of the interactive grid."""
+    from scclust_core.snapshot_png import snapshot_grid_png
+
+    rng = np.random.default_rng(1)
+    a = np.repeat([0, 1, 2], 200)
+    xy = (rng.normal(size=(600, 2)) + np.repeat([[0, 0], [6, 0], [0, 6]], 200, axis=0)).astype(np.float32)
+    snaps = [Snapshot(e, "train", xy, (a + e) % 3) for e in range(8)]  # same clusters, ids shuffled each epoch
+    ref = pd.Series(np.where(a == 0, "T cell", "B cell"))
+    rgb = _png_rgb(snapshot_grid_png(snaps, ref, reference_name="cell_type"))
+    h, w, _ = rgb.shape
+    assert w > 2.5 * h  # 6 panels side by side, 2 rows
+    colours = list(plots.cluster_colours(plots.stable_snapshot_labels(snaps)).values())[:3]
+    colours += list(plots.palette(plots.categories(ref)).values())
+    for hexcol in colours:
+        target = np.array([int(hexcol[i:i + 2], 16) for i in (1, 3, 5)])
+        near = (np.abs(rgb - target).sum(axis=2) < 40).sum()
+        assert near > 50, f"colour {hexcol} is (almost) absent from the grid image"
+    one = _png_rgb(snapshot_grid_png(snaps[:1], None))  # one panel, no reference row, no reference legend
+    assert one.shape[1] < w and one.shape[0] < h
+    many = [Snapshot(0, "pretrain", xy, np.arange(600) % 40)]  # more clusters than legend rows: "+N more"
+    assert _png_rgb(snapshot_grid_png(many, pd.Series([None] * 600))).size
+    with pytest.raises(ValueError, match="at least one snapshot"):
+        snapshot_grid_png([])
+
+
+def test_live_views_are_rebuilt_only_when_new_and_not_too_often():
+    from scclust_core.ui.live_panel import VIEWS_COST_FACTOR, VIEWS_MIN_INTERVAL_S, views_due
+
+    drawn = {"version": (3, 1, "running"), "t": 100.0, "cost": 0.1}
+    assert views_due(None, (0, 0, "running"), 0.0)  # nothing drawn yet
+    assert not views_due(drawn, (3, 1, "running"), 1e9)  # nothing new: shown again, never rebuilt
+    assert not views_due(drawn, (4, 1, "running"), 100.0 + VIEWS_MIN_INTERVAL_S - 0.1)
+    assert views_due(drawn, (4, 1, "running"), 100.0 + VIEWS_MIN_INTERVAL_S)
+    slow = {**drawn, "cost": 1.0}  # a build that took 1 s waits VIEWS_COST_FACTOR s
+    assert not views_due(slow, (4, 1, "running"), 100.0 + VIEWS_COST_FACTOR - 0.1)
+    assert views_due(slow, (4, 1, "running"), 100.0 + VIEWS_COST_FACTOR)

@@ -2,6 +2,7 @@
 Explore, Markers, Compare → download the labeled h5ad → a malformed upload → server restart keeps the run."""
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -64,7 +65,8 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     page.get_by_role("textbox", name="Number of HVGs").wait_for()
     page.get_by_role("textbox", name="Number of HVGs").fill("300")
     page.get_by_role("textbox", name="Number of HVGs").press("Tab")
-    page.get_by_role("spinbutton", name="Epochs").fill("30")
+    # README screenshots need the run to last until the live panel is shot; the test itself keeps it short
+    page.get_by_role("spinbutton", name="Epochs").fill("150" if os.environ.get("SCCLUST_SCREENSHOTS") else "30")
     page.get_by_role("spinbutton", name="Epochs").press("Tab")
     page.get_by_text(re.compile(r"Advanced parameters")).click()
     page.get_by_role("spinbutton", name="Snapshot every").fill("2")
@@ -78,17 +80,17 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     expect(page.get_by_text("Loss per component").first).to_be_visible(timeout=400_000)  # a fresh server compiles numba code first
     live = page.get_by_text(re.compile(r"Embedding snapshots — ([2-9]|\d\d) panels.*more appear"))
     expect(live.first).to_be_visible(timeout=300_000)
-    # the Fig.-3 grid itself is drawn (not only its caption) while the run is still going
-    grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')")
-    expect(grid.first).to_be_visible(timeout=30_000)
+    # the Fig.-3 grid itself is drawn (an image while training, not only its caption) while the run still goes
+    expect(page.locator(LIVE_GRID).first).to_be_visible(timeout=30_000)
     assert page.get_by_role("button", name="Cancel").is_visible(), "snapshots must be seen while training runs"
     _check_live_view(page)
-    # no scroll_into_view here: the live fragment re-renders every second and detaches the element;
+    # no scroll_into_view here: the live fragment re-renders every few seconds and detaches the element;
     # the screenshot is full-page anyway
     shot(page, "2_cluster_live")
     _live_readme_shot(page, readme_shot)
     expect(page.get_by_text(re.compile(r"contrastive_sc\s*finished")).first).to_be_visible(timeout=400_000)
     _idle(page)
+    _check_grid_colours(page)  # the finished run's interactive grid
     shot(page, "2_cluster_done")
 
     # --- explore (UMAP of the learned embedding), markers, compare
@@ -164,17 +166,28 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     shot(page, "8_after_restart")
 
 
+LIVE_GRID = "[data-testid='stImage']:has-text('Embedding snapshots during training') img"
+
+
 def _check_live_view(page) -> None:
-    """While training: no "None" anywhere, the heading's panel count = panels drawn, and a cluster keeps its
-    colour across the last two snapshots (most cells keep their cluster name, hence colour, after matching)."""
+    """While training: no "None" anywhere, the heading names its panels and the grid image is loaded."""
     text = page.locator(APP).inner_text()
     assert not re.search(r"\bNone\b", text), "a None is shown while training"
-    for _ in range(5):  # the live fragment redraws every second: read heading and grid of the same render
-        heading = page.get_by_text(re.compile(r"Embedding snapshots — \d+ panels?")).first
-        n_said = int(re.search(r"— (\d+) panel", heading.inner_text()).group(1))
-        info = _grid_info(page)
-        if info["n_axes"] == n_said:
-            break
+    heading = page.get_by_text(re.compile(r"Embedding snapshots — \d+ panels?")).first
+    n_said = int(re.search(r"— (\d+) panel", heading.inner_text()).group(1))
+    epochs = re.search(r"\(epochs? ([\d, ]+)\)", heading.inner_text()).group(1).split(",")
+    assert n_said == len(epochs) >= 2
+    size = page.locator(LIVE_GRID).first.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size[0] > 2 * size[1] > 0, f"the grid image is not a row of panels: {size}"
+
+
+def _check_grid_colours(page) -> None:
+    """The finished run's grid: the heading's panel count = panels drawn, one colour per cluster, and a cluster
+    keeps its colour across the last two snapshots (most cells keep their cluster name, hence colour, after
+    matching)."""
+    heading = page.get_by_text(re.compile(r"Embedding snapshots — \d+ panels?")).first
+    n_said = int(re.search(r"— (\d+) panel", heading.inner_text()).group(1))
+    info = _grid_info(page)
     assert info["n_axes"] == n_said, (info["n_axes"], n_said)
     assert all(c == 1 for c in info["colours"]), "one colour per cluster in every panel"
     axes = sorted(info["byAxis"], key=lambda a: int(a[1:] or 1))
@@ -202,8 +215,8 @@ def _best_matching_share(a: list, b: list) -> float:
 
 
 def _grid_info(page) -> dict:
-    """Panels, per-cell cluster colours and colours per cluster of the snapshot grid (retried: the live fragment
-    replaces the plot every second, and a replaced plot has no data)."""
+    """Panels, per-cell cluster colours and colours per cluster of the snapshot grid (retried: a plot replaced
+    by a rerun has no data)."""
     for _ in range(20):
         grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')").first
         try:
@@ -233,12 +246,16 @@ _GRID_JS = """gd => {
 
 
 def _live_readme_shot(page, readme_shot) -> None:
-    """The training panel from its title to the bottom of the snapshot grid (a taller viewport for the shot)."""
+    """The training panel from its title to the bottom of the snapshot grid (a taller viewport for the shot); the
+    finished run's grid when the run ended meanwhile."""
+    if not os.environ.get("SCCLUST_SCREENSHOTS"):
+        return
     page.set_viewport_size({"width": 1500, "height": 2200})
+    grids = page.locator(LIVE_GRID).or_(page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')"))
     try:
         for _ in range(20):
-            top = page.get_by_role("heading", name=re.compile(r"Training|Latest run")).first.bounding_box()
-            grid = page.locator(".js-plotly-plot:has-text('Embedding snapshots during training')").first.bounding_box()
+            top = page.get_by_role("heading", name=re.compile(r"Training|Latest run")).first.bounding_box(timeout=5_000)
+            grid = grids.first.bounding_box(timeout=5_000)
             if top and grid:
                 y0 = max(0, top["y"] - 10)
                 readme_shot(page, "live_training", clip={"x": top["x"] - 20, "y": y0, "width": 1500 - top["x"],
