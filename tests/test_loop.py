@@ -244,3 +244,22 @@ def test_free_core_thread_count_is_chosen_again_after_preprocessing(monkeypatch)
     with fit_threads(1, "cpu") as info:
         hold_threads(info, "cpu")
         assert info == {"n": 1, "source": "config torch_threads"} and torch.get_num_threads() == 1
+
+
+def test_live_silhouette_uses_a_random_subset_not_the_first_cells():
+    """Files are often sorted by cell type: the live silhouette must not be computed on the first cells only."""
+    from sklearn.metrics import silhouette_score
+
+    from scclust_core.methods._base import SILHOUETTE_CELLS
+
+    n = 4 * SILHOUETTE_CELLS
+    rng = np.random.default_rng(0)
+    lab = np.repeat([0, 1, 2, 3], n // 4)
+    centres = np.array([[0, 0], [20, 0], [0, 1], [1, 0]], dtype=float)  # first half: far apart; second: overlapping
+    z = (centres[lab] + rng.normal(size=(n, 2))).astype(np.float32)
+    ctx, rec = _ctx(n=n)
+    ctx.emit(1, "train", {"l": 1.0}, embedding=z, labels=lab, snapshot=True)
+    live = rec.logs[-1].metrics["silhouette"]
+    full = silhouette_score(z, lab)
+    first = silhouette_score(z[:2 * SILHOUETTE_CELLS], lab[:2 * SILHOUETTE_CELLS])  # two far-apart types only
+    assert abs(live - full) < 0.05 < abs(first - full), (live, full, first)

@@ -257,15 +257,22 @@ class _Trainer:
         return encode_all(self.model, x, batch=_EVAL_BATCH, module=self.model, device=self.device).astype(np.float32)
 
 
+#: K-means restarts of the display-only snapshot clusterings (the final clustering uses ``kmeans_n_init``)
+LIVE_KMEANS_RESTARTS = 2
+
+
 def _cluster(z: np.ndarray, config: ContrastiveSCConfig, *, live: bool = False) -> np.ndarray:
-    """Final clustering of the embedding; ``live=True`` (display-only snapshots) uses a 15-neighbour graph for Leiden."""
+    """Final clustering of the embedding. ``live=True`` (display-only snapshots, never the result) uses at most
+    :data:`LIVE_KMEANS_RESTARTS` K-means restarts and a 15-neighbour graph for Leiden: with 10 restarts the
+    snapshots' K-means took 9 % of a 1,000-cell fit, and live views together 15 % (aim: ≤ 10 %)."""
     method = config.cluster_method
     if method == "auto":
         method = "kmeans" if config.n_clusters is not None else "leiden"
     if method == "kmeans":
         if config.n_clusters is None:
             raise ValueError("cluster_method='kmeans' needs n_clusters (K); leave K empty only with Leiden")
-        return kmeans(z, config.n_clusters, n_init=config.kmeans_n_init, seed=config.seed)[0]
+        n_init = min(LIVE_KMEANS_RESTARTS, config.kmeans_n_init) if live else config.kmeans_n_init
+        return kmeans(z, config.n_clusters, n_init=n_init, seed=config.seed)[0]
     neighbours = min(15, config.leiden_neighbors) if live else config.leiden_neighbors
     return leiden_on_embedding(z, n_neighbors=neighbours, resolution=config.leiden_resolution,
                                flavor=config.leiden_flavor, seed=config.seed)

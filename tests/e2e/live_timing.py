@@ -23,6 +23,7 @@ sys.path[:0] = [str(ROOT), str(Path(__file__).parent)]
 
 DIRECT = """
 import sys, time, anndata as ad
+import torch._dynamo  # imported by the first optimiser of a process (~3 s); the app's workers preload it
 from scclust_core.methods import get_method
 a = ad.read_h5ad(sys.argv[1]); m = get_method(sys.argv[2])
 cfg = m.Config.from_preset(sys.argv[3], n_clusters=a.obs[sys.argv[4]].nunique())
