@@ -5,7 +5,8 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "busy_cores_elsewhere",
+__all__ = ["cuda_available", "resolve_device", "describe_devices", "choose_threads", "free_core_threads",
+           "busy_cores_elsewhere",
            "fit_threads", "hold_threads"]
 
 
@@ -45,21 +46,32 @@ def choose_threads(explicit: int = 0) -> tuple[int, str]:
     """How many torch CPU threads a fit should use, and why.
 
     An explicit setting wins (a config's ``torch_threads`` > 0, then ``SCCLUST_THREADS``). Otherwise the free
-    cores at start: the cores this process may run on minus the 1-minute load average, at least 1. On a
+    cores (:func:`free_core_threads`): the cores this process may run on minus those other processes keep busy,
+    at least 1. On a
     2-core machine two jobs with 2 threads each measured several times slower than with 1 each (OpenMP
     threads spin-waiting on a busy core), so a loaded machine gets fewer threads.
     """
+    return _explicit_threads(explicit) or free_core_threads()
+
+
+def _explicit_threads(explicit: int) -> tuple[int, str] | None:
+    """A config's ``torch_threads`` > 0, then ``SCCLUST_THREADS``; None when neither is set."""
     if explicit and explicit > 0:
         return int(explicit), "config torch_threads"
     env = os.environ.get("SCCLUST_THREADS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}") from None
-        if n < 1:
-            raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}")
-        return n, "SCCLUST_THREADS"
+    if not env:
+        return None
+    try:
+        n = int(env)
+    except ValueError:
+        raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}") from None
+    if n < 1:
+        raise ValueError(f"SCCLUST_THREADS must be a positive integer, got {env!r}")
+    return n, "SCCLUST_THREADS"
+
+
+def free_core_threads() -> tuple[int, str]:
+    """Threads for the cores free now (other processes' use over 0.15 s; the load average without ``/proc``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     busy = busy_cores_elsewhere()
     if busy is not None:
@@ -111,9 +123,10 @@ def fit_threads(explicit: int, device: str) -> Iterator[dict[str, Any]]:
     if device != "cpu":
         info = {"n": prev, "source": f"unchanged ({device})"}
     else:
-        n, why = choose_threads(explicit)
+        fixed = _explicit_threads(explicit)
+        n, why = fixed or free_core_threads()
         info = {"n": n, "source": why}
-        if not why.startswith(("config", "SCCLUST")):
+        if fixed is None:
             info["auto"] = True  # chosen from the free cores: looked at again after preprocessing
         if n != prev:
             torch.set_num_threads(n)
@@ -138,7 +151,7 @@ def hold_threads(info: dict[str, Any], device: str) -> None:
     if device != "cpu":
         return
     if info.get("auto"):
-        n, why = choose_threads(0)
+        n, why = free_core_threads()
         info.update(n=n, source=f"{why} (after preprocessing)")
     if torch.get_num_threads() != info["n"]:
         torch.set_num_threads(int(info["n"]))

@@ -16,7 +16,7 @@ __all__ = [
     "palette", "qc_histograms", "loss_curves", "metric_curves", "snapshot_grid", "snapshot_player",
     "embedding_scatter", "cluster_sizes", "composition_bar", "dotplot", "heatmap", "violin", "sankey",
     "contingency_heatmap", "pick_snapshots", "pick_snapshot_indices", "best_and_final", "stable_snapshot_labels",
-    "match_clusters", "short_label", "categories", "cluster_colours", "MISSING_COLOUR",
+    "match_clusters", "short_label", "categories", "cluster_colours", "MISSING_COLOUR", "label_strings",
 ]
 
 _PALETTE = pc.qualitative.Plotly + pc.qualitative.D3 + pc.qualitative.Dark24 + pc.qualitative.Light24
@@ -27,6 +27,12 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40))
 def palette(categories: Sequence) -> dict[str, str]:
     """A stable colour per category (cycled when there are more categories than colours)."""
     return {str(c): _PALETTE[i % len(_PALETTE)] for i, c in enumerate(categories)}
+
+
+def label_strings(values: Sequence) -> pd.Series:
+    """Labels as text, missing values as ``"n/a"`` (so they get a legend entry and a grey colour)."""
+    v = pd.Series(values)
+    return v.astype(object).where(pd.notna(v), "n/a").astype(str)
 
 
 def categories(values: pd.Series) -> list[str]:
@@ -240,7 +246,7 @@ def cluster_colours(ids: Iterable[np.ndarray]) -> dict[str, str]:
 def _scatter_traces(xy: np.ndarray, labels: Sequence, colors: dict[str, str], *, size: float = 4,
                     showlegend: bool = False, legendgroup_prefix: str = "", hover: Sequence | None = None,
                     name_prefix: str = "", legend: str = "legend") -> list:
-    s = pd.Series(labels).astype(object).where(pd.notna(pd.Series(labels)), "n/a").astype(str)
+    s = label_strings(labels)
     traces = []
     order = list(colors) + [c for c in pd.unique(s) if c not in colors]
     for cat in order:
@@ -319,7 +325,7 @@ def snapshot_player(snapshots: Sequence, reference: Sequence | None = None, *, c
 
     def traces(k):
         lab = pd.Series(reference).to_numpy() if use_ref else np.array([str(v) for v in ids[k]])
-        lab = pd.Series(lab).astype(object).where(pd.notna(pd.Series(lab)), "n/a").astype(str).to_numpy()
+        lab = label_strings(lab).to_numpy()
         out = []
         for c in cats:  # same trace list in every frame (empty traces keep the animation stable)
             m = lab == c
@@ -377,7 +383,7 @@ def embedding_scatter(xy: np.ndarray, color: Sequence | None = None, *, title: s
             ))
         else:
             cols = palette(categories(s))
-            lab = s.astype(object).where(s.notna(), "n/a").astype(str)
+            lab = label_strings(s)
             for cat in list(cols) + (["n/a"] if (lab == "n/a").any() else []):
                 m = (lab == cat).to_numpy()
                 if not m.any():
@@ -407,7 +413,7 @@ def cluster_sizes(labels: Sequence, *, title: str = "Cluster sizes") -> go.Figur
 
 
 def composition_bar(selected: Sequence, *, title: str = "Composition of the selected cells") -> go.Figure:
-    s = pd.Series(selected).astype(object).where(pd.notna(pd.Series(selected)), "n/a").astype(str)
+    s = label_strings(selected)
     counts = s.value_counts()
     frac = counts / counts.sum() * 100
     cols = palette(counts.index)

@@ -12,7 +12,6 @@ import io
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from . import plots
 
@@ -39,7 +38,7 @@ def snapshot_grid_png(snapshots: Sequence, reference: Sequence | None = None, *,
     rows = [("clusters", [[str(v) for v in ids[k]] for k in picked],
              plots.cluster_colours(ids[k] for k in picked))]
     if reference is not None:
-        ref = pd.Series(reference).astype(object).where(pd.notna(pd.Series(reference)), "n/a").astype(str)
+        ref = plots.label_strings(reference)
         rows.append((reference_name, [ref.to_numpy()] * len(picked), plots.palette(plots.categories(ref))))
     present = [set(np.concatenate([np.asarray(v) for v in labels])) for _, labels, _ in rows]
     legend_in = LEGEND_COL_IN * max(_legend_cols(len(p)) for p in present) + 0.2
