@@ -11,7 +11,7 @@ from typing import Any
 from ..config import param
 
 __all__ = ["LEIDEN_FLAVORS", "kmeans_restarts", "knn_neighbours", "leiden_resolution_param", "leiden_flavor_param",
-           "nt_xent_temperature", "cuda_amp", "smoke_test_note", "adaptation_note"]
+           "nt_xent_temperature", "cuda_amp", "variant", "smoke_test_note", "adaptation_note"]
 
 #: Leiden implementations accepted by :func:`~scclust_core.methods._blocks.leiden_on_embedding` and ``leiden``
 LEIDEN_FLAVORS = ("igraph", "leidenalg")
@@ -46,6 +46,12 @@ def cuda_amp(passes: str, *, scope: str = "") -> Any:
     """The ``amp`` switch, off by default: bfloat16 autocast of ``passes`` on CUDA (``scope`` narrows where, e.g.
     ", float32 models"); ignored on CPU."""
     return param(False, advanced=True, help=f"CUDA only{scope}: bfloat16 autocast for {passes}; ignored on CPU.")
+
+
+def variant(default: bool | str, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    """A fidelity switch: which reading of the method runs where the published code [C], the paper's text [P] or a
+    fix [Q] differ. Always an advanced field; the default is the code's, ``help`` says what each value does."""
+    return param(default, choices=choices, advanced=True, help=help)
 
 
 def smoke_test_note(what: str) -> str:

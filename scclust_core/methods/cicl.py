@@ -68,7 +68,7 @@ from ..preprocess import recipe_r2
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import kmeans
 from ._loop import EpochMeter, encode_all, minibatches, to_device
-from ._params import adaptation_note, cuda_amp, kmeans_restarts, smoke_test_note
+from ._params import adaptation_note, cuda_amp, kmeans_restarts, smoke_test_note, variant
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -98,24 +98,24 @@ class CICLConfig(MethodConfig):
     noise_std: float = param(0.5, min=0.0, max=10.0, advanced=True, help="Std of the Gaussian noise of the views.")
     noise_gene_frac: float = param(0.8, min=0.0, max=1.0, advanced=True,
                                    help="Fraction of genes noised per cell and view.")
-    augmentation: str = param("masked_gaussian", choices=("masked_gaussian", "minmax_gaussian"), advanced=True,
-                              help="masked_gaussian [C]: noise on 80 % of genes; minmax_gaussian [P]: N(0,1) "
-                                   "rescaled to [0,1] added to all genes.")
-    resample_views_each_epoch: bool = param(False, advanced=True,
-                                            help="Redraw the two views every epoch ([P]); the code draws them once.")
-    instance_loss: str = param("code", choices=("code", "paper"), advanced=True,
-                               help="code: one-directional InfoNCE with cross-view negatives; paper: symmetric NT-Xent.")
-    cluster_loss: str = param("code", choices=("code", "paper"), advanced=True,
-                              help="code: CirculatePairConLoss (instance pair positive, same-cluster cells removed "
-                                   "from negatives); paper: same-cluster pairs in the numerator (Eq. 15).")
-    cluster_loss_reduction: str = param("sum", choices=("sum", "mean"), advanced=True,
-                                        help="sum over clusters present (code quirk, scale grows with K) or mean.")
-    centroids: str = param("fixed_init", choices=("fixed_init", "kmeans_every_step"), advanced=True,
-                           help="fixed_init [C]: K-means centres of the untrained encoder, never updated; "
-                                "kmeans_every_step [P]: K-means on each step's embedding.")
-    centres_from_train_mode: bool = param(True, advanced=True,
-                                          help="Fit the initial centres on the train-mode (dropout on) embedding, "
-                                               "as the code does; False uses eval mode.")
+    augmentation: str = variant("masked_gaussian", choices=("masked_gaussian", "minmax_gaussian"),
+                                help="masked_gaussian [C]: noise on 80 % of genes; minmax_gaussian [P]: N(0,1) "
+                                     "rescaled to [0,1] added to all genes.")
+    resample_views_each_epoch: bool = variant(False,
+                                              "Redraw the two views every epoch ([P]); the code draws them once.")
+    instance_loss: str = variant("code", choices=("code", "paper"),
+                                 help="code: one-directional InfoNCE with cross-view negatives; paper: symmetric NT-Xent.")
+    cluster_loss: str = variant("code", choices=("code", "paper"),
+                                help="code: CirculatePairConLoss (instance pair positive, same-cluster cells removed "
+                                     "from negatives); paper: same-cluster pairs in the numerator (Eq. 15).")
+    cluster_loss_reduction: str = variant("sum", choices=("sum", "mean"),
+                                          help="sum over clusters present (code quirk, scale grows with K) or mean.")
+    centroids: str = variant("fixed_init", choices=("fixed_init", "kmeans_every_step"),
+                             help="fixed_init [C]: K-means centres of the untrained encoder, never updated; "
+                                  "kmeans_every_step [P]: K-means on each step's embedding.")
+    centres_from_train_mode: bool = variant(True,
+                                            "Fit the initial centres on the train-mode (dropout on) embedding, "
+                                            "as the code does; False uses eval mode.")
     compute_qk: bool = param(True, advanced=True,
                              help="Compute the Q/K attention products, which are exact no-ops for a length-1 "
                                   "sequence; False skips them (identical results, ~30 % faster).")

@@ -68,7 +68,7 @@ from ._attention import DEFAULT_MAX_ELEMENTS, chunked_attention
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import amp_context
 from ._loop import EpochMeter, NonFiniteLossError, check_finite, encode_all, minibatches, to_device
-from ._params import adaptation_note, cuda_amp, smoke_test_note
+from ._params import adaptation_note, cuda_amp, smoke_test_note, variant
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -99,24 +99,24 @@ class ScAMACConfig(MethodConfig):
     gamma: float = param(1.0, min=1e-6, max=100.0, advanced=True, help="Fuzziness γ of the membership softmax.")
     min_gene_frac: float = param(0.05, min=0.0, max=1.0, advanced=True,
                                  help="Keep genes whose total count is at least this fraction of the cell number [C].")
-    double_cosine: bool = param(True, advanced=True,
-                                help="[Q] two chained CosineAnnealingLR(T_max) on the FKM optimizer (compounded decay) "
-                                     "as in the code; off = one cosine schedule.")
+    double_cosine: bool = variant(True,
+                                  "[Q] two chained CosineAnnealingLR(T_max) on the FKM optimizer (compounded decay) "
+                                  "as in the code; off = one cosine schedule.")
     cosine_tmax: int = param(100, min=1, max=10000, advanced=True, help="T_max of the cosine schedule(s), in outer epochs.")
-    gene_filter: str = param("total_counts", choices=("total_counts", "detected_cells"), advanced=True,
-                             help="Gene filter before HVGs: total count ≥ min_gene_frac·N [C], or non-zero in ≥ "
-                                  "min_gene_frac of the cells [P].")
-    paper_formulas: bool = param(False, advanced=True,
-                                 help="[P] variant: LeakyReLU on the reconstruction and the two fusion projections, "
-                                      "D = (1+σ)(d+2σ)/(d+σ)² and U = softmax(−(1+σ)d²/√(d²+σ)/γ). Default = code [C].")
+    gene_filter: str = variant("total_counts", choices=("total_counts", "detected_cells"),
+                               help="Gene filter before HVGs: total count ≥ min_gene_frac·N [C], or non-zero in ≥ "
+                                    "min_gene_frac of the cells [P].")
+    paper_formulas: bool = variant(False,
+                                   "[P] variant: LeakyReLU on the reconstruction and the two fusion projections, "
+                                   "D = (1+σ)(d+2σ)/(d+σ)² and U = softmax(−(1+σ)d²/√(d²+σ)/γ). Default = code [C].")
     landmarks: int = param(2048, min=0, max=1_000_000, advanced=True,
                            help="[A] Full-data passes attend over this many fixed random landmark cells (keys and "
                                 "values) instead of all N: O(N·L) instead of O(N²). Exact when N ≤ landmarks; "
                                 "0 = always all N cells, as the code [C].")
     amp: bool = cuda_amp("the training passes of both networks (losses in float32) [A]")
-    deterministic_inference: bool = param(False, advanced=True,
-                                          help="Full-data passes in eval mode (no attention dropout). The code keeps "
-                                               "dropout on, also for the final labels [C].")
+    deterministic_inference: bool = variant(False,
+                                            "Full-data passes in eval mode (no attention dropout). The code keeps "
+                                            "dropout on, also for the final labels [C].")
 
     PRESETS = {
         "paper": {"epochs": 50, "de_epochs": 3, "fkm_epochs": 2, "landmarks": 0},

@@ -95,7 +95,7 @@ from ..preprocess import recipe_r3
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import CountHead, kmeans
 from ._loop import EpochMeter, check_finite, gather, minibatches, to_device
-from ._params import kmeans_restarts, smoke_test_note
+from ._params import kmeans_restarts, smoke_test_note, variant
 from ._registry import register_method
 
 __all__ = ["ScGPCLConfig", "ScGPCL", "ScGPCLNet", "granularity_levels", "BipartiteGraph", "Subgraph", "hgt_sample",
@@ -158,14 +158,14 @@ class ScGPCLConfig(MethodConfig):
         20, "K-means restarts for the pretraining convergence check (and snapshot labels).")
     init_kmeans_n_init: int = kmeans_restarts(
         20, "K-means restarts that initialise the cluster centres before fine-tuning.")
-    ins_loss_mask_bug: bool = param(True, advanced=True,
-                                    help="Reproduce the official instance-loss self-mask bug (view-2 anchors keep themselves "
-                                         "as a positive and in the denominator). False = standard NT-Xent.")
+    ins_loss_mask_bug: bool = variant(True,
+                                      "Reproduce the official instance-loss self-mask bug (view-2 anchors keep themselves "
+                                      "as a positive and in the denominator). False = standard NT-Xent.")
     eval_passes: int = param(1, min=1, max=20, advanced=True,
                              help="Sampled full-data passes averaged for the cell embedding (1 = official).")
-    final_eval_after_training: bool = param(False, advanced=True,
-                                            help="Recompute the labels after the last fine-tuning pass (the code returns "
-                                                 "the labels from the start of the last epoch).")
+    final_eval_after_training: bool = variant(False,
+                                              "Recompute the labels after the last fine-tuning pass (the code returns "
+                                              "the labels from the start of the last epoch).")
 
     PRESETS = {
         "paper": {},

@@ -60,7 +60,7 @@ from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import CountHead, amp_context, kmeans, leiden_on_embedding, mlp
 from ._loop import EpochMeter, encode_all, gather, minibatches, to_device
 from ._params import (adaptation_note, cuda_amp, kmeans_restarts, knn_neighbours, leiden_resolution_param,
-                      nt_xent_temperature, smoke_test_note)
+                      nt_xent_temperature, smoke_test_note, variant)
 from ._registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -111,15 +111,15 @@ class ScSAMACConfig(MethodConfig):
                                        "first = non-salient, below the second = moderate, else salient.")
     mask_rates: list = param([60, 30, 10], advanced=True,
                              help="Column drop probability in percent for non-salient / moderate / salient genes.")
-    paper_intent: bool = param(False, advanced=True,
-                               help="[P] fix: make the Wasserstein and cluster-level terms trainable (persistent "
-                                    "Linear(z,K) head) and use the paper's weights. Default = code [C].")
+    paper_intent: bool = variant(False,
+                                 "[P] fix: make the Wasserstein and cluster-level terms trainable (persistent "
+                                 "Linear(z,K) head) and use the paper's weights. Default = code [C].")
     log_dead_losses: bool = param(False, advanced=True,
                                   help="Compute and log the code's gradient-free Wasserstein and cluster-level terms "
                                        "(costs time; changes nothing else).")
-    cluster_train_mode: bool = param(False, advanced=True,
-                                     help="Fix for [Q]: keep attention dropout on in the clustering stage (the code "
-                                          "leaves the model in eval mode after the first full-data encode).")
+    cluster_train_mode: bool = variant(False,
+                                       "Fix for [Q]: keep attention dropout on in the clustering stage (the code "
+                                       "leaves the model in eval mode after the first full-data encode).")
     kmeans_n_init: int = kmeans_restarts(20, "K-means restarts for the initial centres.")
     leiden_neighbors: int = knn_neighbours(20, "Neighbours of the kNN graph for the Leiden K estimate (when K is empty).")
     leiden_resolution: float = leiden_resolution_param(0.8, "Leiden resolution for the K estimate (when K is empty).")
