@@ -12,9 +12,12 @@ if job is None:  # a job of this session that just ended is still shown from mem
     last = st.session_state.get("last_started_run")
     job = state.jobs().get(last) if last else None
 
-if job is not None and job.running:
+training = job is not None and job.running
+if training:
     live_panel.live_panel(job)  # training keeps going when you switch pages; its view is here when you come back
-    with st.expander("Settings for the next run"):
+    # While a run trains, the form and the runs table are drawn only on demand: drawing them after the click on
+    # Start cost the browser about a CPU-second, which a short training on a small machine paid for.
+    if st.toggle("Prepare the settings of the next run", key="next_run_settings"):
         with common.guard("Setting up the run"):
             cluster_ui.settings_and_start()
 else:
@@ -33,7 +36,7 @@ else:
             live.run_details(recs)
 
 recs = state.runs()
-if recs:
+if recs and (not training or st.toggle(f"Show all runs on this dataset ({len(recs)})", key="runs_while_training")):
     st.subheader(f"All runs on this dataset ({len(recs)})")
     st.dataframe(live.runs_table(recs), hide_index=True)
     st.caption("Scores are display only (against the reference annotation chosen at the start; silhouette on the "

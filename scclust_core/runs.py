@@ -144,8 +144,8 @@ class RunRecorder(Callback):
         self._history_fields: list[str] | None = None
 
     def on_train_begin(self, info: dict[str, Any]) -> None:
-        self.meta.update(config=info.get("config"), device=info.get("device"), threads=info.get("threads"),
-                         n_cells=info.get("n_cells"), n_genes_used=info.get("n_genes"),
+        self.meta.update(status="running", config=info.get("config"), device=info.get("device"),
+                         threads=info.get("threads"), n_cells=info.get("n_cells"), n_genes_used=info.get("n_genes"),
                          total_epochs=info.get("total_epochs"))
         _write_json(self.dir / "run.json", self.meta)
 

@@ -136,6 +136,7 @@ def test_queue_limits_concurrent_trainings(tiny, tmp_path, monkeypatch):
     snap = second.snapshot()
     assert snap.status == "queued" and snap.running and snap.queue_position == 1
     assert load_run(second.run_dir, live_pids={os.getpid()}).status == "queued"
+    assert load_run(first.run_dir, live_pids={os.getpid()}).status == "running"  # the record, not only the job
     third.cancel()
     assert third.join(10) and third.status == "cancelled"
     assert load_run(third.run_dir).meta["error"].startswith("Cancelled while queued")

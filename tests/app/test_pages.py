@@ -265,7 +265,7 @@ def test_pretty_labels():
 
 
 def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
-    """While a run trains: runs table says "training… epoch 2/10" with dashes (never None), the score cards
+    """While a run trains: the form and the runs table on demand; the runs table says "training… epoch 2/10" with dashes (never None), the score cards
     carry their epoch, the snapshot heading counts the panels, and the time is a clock time, not 00:00."""
     import threading
 
@@ -307,6 +307,11 @@ def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
         at = _app(ws.id)
         at.switch_page("pages/2_cluster.py").run()
         assert not at.exception
+        # while it trains, the form and the runs table wait behind toggles (drawing them slowed short trainings)
+        assert not at.dataframe and "start" not in [b.key for b in at.button]
+        at.toggle(key="runs_while_training").set_value(True)
+        at.toggle(key="next_run_settings").set_value(True).run()
+        assert at.button(key="start").disabled  # the next run's settings can be prepared; Start waits for the end
         table = at.dataframe[-1].value
         row = table[table["run"] == job.run_id].iloc[0]
         assert row["status"] == "training… epoch 2/10" and row["ARI"] == "–" and row["K"] == "–"

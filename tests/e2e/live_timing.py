@@ -59,6 +59,20 @@ def _page_cpu() -> dict[str, float]:
             "server": _cpu_seconds(lambda c: "streamlit run" in c)}
 
 
+def _wait_machine_idle(timeout: float = 180, busy_cores: float = 0.1) -> float:
+    """Wait until the whole machine is idle (at most ``busy_cores`` busy over a second): the server's training fork
+    server imports torch and scanpy in the background after start, which a user picking settings never notices
+    but a click 3 s after the page opened would race. Returns the seconds waited."""
+    from scclust_core.device import busy_cores_elsewhere
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        busy = busy_cores_elsewhere(window=1.0)
+        if busy is None or busy <= busy_cores:
+            break
+    return time.time() - t0
+
+
 def _wait_finished(runs_dir: Path, timeout: float = 3600) -> None:
     """Wait for the run record to say the run ended, as a user watching the page would (no DOM polling)."""
     deadline = time.time() + timeout
@@ -95,6 +109,7 @@ def app_fit(data: str, method: str, preset: str, label_key: str, tmp: Path) -> t
             if get_method(method).Config.default_preset() != preset:
                 raise SystemExit(f"--preset must be {method}'s default preset (the form is left as it opens)")
             time.sleep(3)
+            _wait_machine_idle()
             cpu0 = _page_cpu()
             t0 = time.perf_counter()
             page.get_by_role("button", name=re.compile("Start training")).click()
