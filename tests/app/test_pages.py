@@ -265,8 +265,9 @@ def test_pretty_labels():
 
 
 def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
-    """While a run trains: the form and the runs table on demand; the runs table says "training… epoch 2/10" with dashes (never None), the score cards
-    carry their epoch, the snapshot heading counts the panels, and the time is a clock time, not 00:00."""
+    """While a run trains: the form and the runs table are drawn on demand; the runs table says "training… epoch
+    2/10" with dashes (never None), the score cards carry their epoch, the snapshot heading counts the panels, and
+    the time is a clock time, not 00:00."""
     import threading
 
     import numpy as np
