@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 __all__ = [
-    "palette", "qc_histograms", "loss_curves", "metric_curves", "snapshot_grid", "snapshot_player",
+    "palette", "qc_histograms", "loss_curves", "metric_curves", "loss_series", "metric_series", "phase_spans",
+    "METRIC_KEYS", "series_colour", "snapshot_grid", "snapshot_player",
     "embedding_scatter", "cluster_sizes", "composition_bar", "dotplot", "heatmap", "violin", "sankey",
     "contingency_heatmap", "pick_snapshots", "pick_snapshot_indices", "best_and_final", "stable_snapshot_labels",
     "match_clusters", "short_label", "categories", "cluster_colours", "MISSING_COLOUR", "label_strings",
@@ -27,6 +28,11 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=20, t=50, b=40))
 def palette(categories: Sequence) -> dict[str, str]:
     """A stable colour per category (cycled when there are more categories than colours)."""
     return {str(c): _PALETTE[i % len(_PALETTE)] for i, c in enumerate(categories)}
+
+
+def series_colour(i: int) -> str:
+    """The colour of the ``i``-th line of a chart (the palette cycled)."""
+    return _PALETTE[i % len(_PALETTE)]
 
 
 def label_strings(values: Sequence) -> pd.Series:
@@ -90,49 +96,70 @@ def _history_frame(history: Iterable) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+_METRIC_NAMES = {"metric_ari": "ARI", "metric_nmi": "NMI", "metric_silhouette": "silhouette", "metric_ca": "accuracy"}
+METRIC_KEYS = {name: col[len("metric_"):] for col, name in _METRIC_NAMES.items()}
+
+
+def loss_series(history: Iterable) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, epochs, values)`` per (phase, loss component) with a value, named as in the legends; shared by
+    :func:`loss_curves` and the live view's image (:mod:`scclust_core.curves_png`)."""
+    df = _history_frame(history)
+    if df.empty:
+        return []
+    multi = df["phase"].nunique() > 1
+    loss_cols = [c for c in df.columns if c.startswith("loss_")]
+    return [(f"{c[5:]} ({phase})" if multi else c[5:], sub["epoch"].to_numpy(), sub[c].to_numpy(dtype=float))
+            for phase, sub in df.groupby("phase", sort=False) for c in loss_cols if sub[c].notna().any()]
+
+
+def metric_series(history: Iterable) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, epochs, values)`` per score (ARI, NMI, silhouette, accuracy), scored epochs only."""
+    df = _history_frame(history)
+    mcols = [c for c in _METRIC_NAMES if c in df.columns and df[c].notna().any()] if not df.empty else []
+    scored = {c: df[df[c].notna()] for c in mcols}
+    return [(_METRIC_NAMES[c], sub["epoch"].to_numpy(), sub[c].to_numpy(dtype=float)) for c, sub in scored.items()]
+
+
+def phase_spans(history: Iterable) -> list[tuple[str, float, float]]:
+    """``(phase, first epoch - 0.5, last epoch + 0.5)`` per training phase, when there are two or more."""
+    df = _history_frame(history)
+    if df.empty or df["phase"].nunique() < 2:
+        return []
+    return [(str(phase), sub["epoch"].min() - 0.5, sub["epoch"].max() + 0.5)
+            for phase, sub in df.groupby("phase", sort=False)]
+
+
 def loss_curves(history: Iterable, *, title: str = "Loss per component") -> go.Figure:
     """One line per (phase, loss component) against the epoch; phases are shaded."""
-    df = _history_frame(history)
+    history = list(history)
     fig = go.Figure()
-    if df.empty:
+    series = loss_series(history)
+    if not series:
         fig.update_layout(title=title, height=320, **_LAYOUT)
-        fig.add_annotation(text="No epochs yet (this method does not train for epochs)" if df.empty else "",
+        fig.add_annotation(text="No epochs yet (this method does not train for epochs)",
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
         return fig
-    loss_cols = [c for c in df.columns if c.startswith("loss_")]
-    i = 0
-    for phase, sub in df.groupby("phase", sort=False):
-        for c in loss_cols:
-            if sub[c].notna().any():
-                fig.add_trace(go.Scatter(x=sub["epoch"], y=sub[c], mode="lines+markers", marker_size=4,
-                                         name=f"{c[5:]} ({phase})" if df["phase"].nunique() > 1 else c[5:],
-                                         line_color=_PALETTE[i % len(_PALETTE)]))
-                i += 1
-    _shade_phases(fig, df)
-    _epoch_ticks(fig, df)
+    for i, (name, x, y) in enumerate(series):
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", marker_size=4, name=name, line_color=series_colour(i)))
+    _shade_phases(fig, history)
+    _epoch_ticks(fig, max(x.max() for _, x, _ in series))
     fig.update_layout(title=title, xaxis_title="epoch", yaxis_title="loss", height=340, legend_title_text="component",
                       **_LAYOUT)
     return fig
 
 
-def _epoch_ticks(fig: go.Figure, df: pd.DataFrame) -> None:
+def _epoch_ticks(fig: go.Figure, last_epoch: int) -> None:
     """Whole-number epoch ticks (no 1.5 epochs on short runs)."""
-    if df["epoch"].max() <= 20:
+    if last_epoch <= 20:
         fig.update_xaxes(dtick=1)
     else:
         fig.update_xaxes(tickformat="d")
 
 
-def _shade_phases(fig: go.Figure, df: pd.DataFrame) -> None:
-    phases = list(df.groupby("phase", sort=False))
-    if len(phases) < 2:
-        return
-    for j, (phase, sub) in enumerate(phases):
-        fig.add_vrect(x0=sub["epoch"].min() - 0.5, x1=sub["epoch"].max() + 0.5, fillcolor=_PALETTE[j], opacity=0.06,
-                      line_width=0, annotation_text=str(phase), annotation_position="top left")
-
-
-_METRIC_NAMES = {"metric_ari": "ARI", "metric_nmi": "NMI", "metric_silhouette": "silhouette", "metric_ca": "accuracy"}
+def _shade_phases(fig: go.Figure, history: list) -> None:
+    for j, (phase, lo, hi) in enumerate(phase_spans(history)):
+        fig.add_vrect(x0=lo, x1=hi, fillcolor=series_colour(j), opacity=0.06, line_width=0, annotation_text=phase,
+                      annotation_position="top left")
 
 
 def best_and_final(history: Iterable, metric: str) -> dict[str, tuple[int, float]] | None:
@@ -153,17 +180,16 @@ def best_and_final(history: Iterable, metric: str) -> dict[str, tuple[int, float
 def metric_curves(history: Iterable, *, title: str = "Agreement per epoch") -> go.Figure:
     """ARI/NMI against the reference annotation (or silhouette without one) per epoch, with the final and the
     best epoch of the first score marked (the result is the final epoch; the best one is shown, never chosen)."""
-    df = _history_frame(history)
+    history = list(history)
     fig = go.Figure()
-    mcols = [c for c in _METRIC_NAMES if c in df.columns and df[c].notna().any()] if not df.empty else []
-    for i, c in enumerate(mcols):
-        sub = df[df[c].notna()]  # methods score only some epochs: connect the scored ones
-        fig.add_trace(go.Scatter(x=sub["epoch"], y=sub[c], mode="lines+markers", marker_size=5,
-                                 name=_METRIC_NAMES[c], line_color=_PALETTE[(i + 3) % len(_PALETTE)]))
-    if mcols:
-        _mark_best_final(fig, history, mcols[0][len("metric_"):])
-        _shade_phases(fig, df)
-        _epoch_ticks(fig, df)
+    series = metric_series(history)
+    for i, (name, x, y) in enumerate(series):  # methods score only some epochs: connect the scored ones
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", marker_size=5, name=name,
+                                 line_color=series_colour(i + 3)))
+    if series:
+        _mark_best_final(fig, history, METRIC_KEYS[series[0][0]])
+        _shade_phases(fig, history)
+        _epoch_ticks(fig, max(x.max() for _, x, _ in series))
     else:
         fig.add_annotation(text="No scored epoch yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
         fig.update_xaxes(visible=False)

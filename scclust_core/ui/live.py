@@ -124,8 +124,7 @@ def curve_figures(history, label_key: str | None) -> dict:
         return {}
     figs = {"loss": plots.loss_curves(history)}
     if any(np.isfinite(h.metrics.get(k, np.nan)) for h in history for k in ("ari", "nmi", "silhouette", "ca")):
-        figs["metrics"] = plots.metric_curves(
-            history, title=f"ARI / NMI vs {label_key}" if label_key else "Silhouette of the current clusters")
+        figs["metrics"] = plots.metric_curves(history, title=metrics_title(label_key))
     return figs
 
 
@@ -145,6 +144,27 @@ def show_curves(history, figs: dict, *, label_key: str | None, key: str) -> None
             c2.caption(line)
     else:
         c2.info("The score curve appears at the first scored epoch.")
+
+
+#: The caption of the live curves image (the e2e test finds the image by it).
+CURVES_CAPTION = "Loss and score curves during training (interactive when the run ends)"
+
+
+def show_curves_image(history, png: bytes | None, *, label_key: str | None) -> None:
+    """The live view's curves: the same metric cards and lines as :func:`show_curves`, the charts as one image
+    (:mod:`scclust_core.curves_png`; the interactive charts open when the run ends)."""
+    if not history or png is None:
+        st.info("The loss and score curves appear after the first epoch.")
+        return
+    _metric_cards(history, label_key)
+    st.image(png, caption=CURVES_CAPTION)
+    lines = [_loss_line(history), _best_final_line(history)]
+    st.caption("  \n".join(line for line in lines if line))
+
+
+def metrics_title(label_key: str | None) -> str:
+    """The title of the score chart: agreement with the reference, or the silhouette without one."""
+    return f"ARI / NMI vs {label_key}" if label_key else "Silhouette of the current clusters"
 
 
 def grid_legend(label_key: str | None, with_reference: bool) -> str:

@@ -9,21 +9,31 @@ import streamlit as st
 from .. import plots
 from ..jobs import TrainingJob
 from . import recommend_ui
-from .live import fmt_time, grid_legend, reference_for, clock, curve_figures, load_estimate, show_curves, \
+from .live import fmt_time, grid_legend, reference_for, clock, load_estimate, metrics_title, show_curves_image, \
     snapshot_heading
 
-__all__ = ["live_panel", "views_due", "views_version", "build_live_views", "TICK_S", "VIEWS_MIN_INTERVAL_S",
-           "VIEWS_COST_FACTOR"]
+__all__ = ["live_panel", "views_due", "views_version", "build_live_views", "tick_s", "TICK_S", "SLOW_TICK_S",
+           "FAST_TICKS_FOR_S", "VIEWS_MIN_INTERVAL_S", "SLOW_VIEWS_INTERVAL_S", "VIEWS_COST_FACTOR"]
 
-#: The live panel reruns every this many seconds (progress, ETA, cancel).
-TICK_S = 2.0
+#: The live panel reruns every this many seconds (progress, ETA) for the first FAST_TICKS_FOR_S seconds of a run,
+#: then every SLOW_TICK_S. Each rerun costs the browser 0.1–0.2 CPU-seconds whatever it shows (measured with CDP
+#: on the 2-core machine), a steady 5–10 % of a core at 2 s that a long training on every core pays for; a
+#: progress bar of a run of minutes loses nothing by moving every 5 s. (The Cancel button answers at once.)
+TICK_S, SLOW_TICK_S, FAST_TICKS_FOR_S = 2.0, 5.0, 30.0
 #: Its curves and snapshot grid are rebuilt only when a new epoch or snapshot arrived, at most every this many
 #: seconds and at least this many times their own drawing time apart; in between, the last drawing is shown
 #: again. Rebuilt every second, as interactive Plotly grids, they took more CPU than the training they showed
 #: (measured on 2 cores, app and Chromium on the machine, contrastive-sc on 1,000 cells: browser 25 s + server
 #: 11 s of CPU during a 28 s run, 3.2× the direct fit).
 VIEWS_MIN_INTERVAL_S = 5.0
+#: ... and after FAST_TICKS_FOR_S seconds at most every this many (a rebuild costs the browser 0.2–0.4 CPU-s).
+SLOW_VIEWS_INTERVAL_S = 10.0
 VIEWS_COST_FACTOR = 20.0
+
+
+def tick_s(elapsed: float) -> float:
+    """Seconds between two reruns of the live panel, ``elapsed`` seconds into the run."""
+    return TICK_S if elapsed < FAST_TICKS_FOR_S else SLOW_TICK_S
 
 
 def views_version(snap) -> tuple:
@@ -31,22 +41,27 @@ def views_version(snap) -> tuple:
     return len(snap.history), len(snap.snapshots), snap.status
 
 
-def views_due(drawn: dict | None, version: tuple, now: float) -> bool:
-    """Rebuild the views now? Only when they changed, and not sooner than the interval after the last build."""
+def views_due(drawn: dict | None, version: tuple, now: float, *, elapsed: float = 0.0) -> bool:
+    """Rebuild the views now? Only when they changed, and not sooner than the interval after the last build
+    (longer ``elapsed`` seconds into a run, as the tick is)."""
     if drawn is None:
         return True
     if drawn["version"] == version:
         return False
-    return now - drawn["t"] >= max(VIEWS_MIN_INTERVAL_S, VIEWS_COST_FACTOR * drawn["cost"])
+    interval = VIEWS_MIN_INTERVAL_S if elapsed < FAST_TICKS_FOR_S else SLOW_VIEWS_INTERVAL_S
+    return now - drawn["t"] >= max(interval, VIEWS_COST_FACTOR * drawn["cost"])
 
 
 def build_live_views(snap, label_key: str | None) -> dict:
-    """Curves and the snapshot grid as a PNG (:mod:`scclust_core.snapshot_png`: an image costs the browser nothing
-    to show again), with what the heading says about them and the time the build took."""
+    """Curves and the snapshot grid as PNGs (:mod:`scclust_core.curves_png`, :mod:`scclust_core.snapshot_png`: an
+    image costs the browser little to draw and nothing to show again), with what the heading says about them and
+    the time the build took."""
+    from ..curves_png import curves_png
     from ..snapshot_png import snapshot_grid_png
 
     t0 = time.perf_counter()
-    out = {"version": views_version(snap), "history": snap.history, "figs": curve_figures(snap.history, label_key),
+    out = {"version": views_version(snap), "history": snap.history,
+           "curves_png": curves_png(snap.history, metrics_title=metrics_title(label_key)),
            "png": None, "n_taken": len(snap.snapshots), "epochs": [], "with_reference": False}
     if snap.snapshots:
         ref = reference_for(snap.snapshot_index, label_key)
@@ -57,16 +72,17 @@ def build_live_views(snap, label_key: str | None) -> dict:
     return out
 
 
-def _show_live_views(views: dict, *, label_key: str | None, key: str, finishing: bool) -> None:
-    show_curves(views["history"], views["figs"], label_key=label_key, key=key)
+def _show_live_views(views: dict, *, label_key: str | None, finishing: bool) -> None:
+    show_curves_image(views["history"], views["curves_png"], label_key=label_key)
     if views["png"] is None:
         return
     st.markdown(snapshot_heading(views["n_taken"], views["epochs"], live=True, finishing=finishing)
                 + grid_legend(label_key, views["with_reference"]))
     st.image(views["png"], caption="Embedding snapshots during training (PCA of the latent space)")
-    st.caption(f"The interactive grid and the player (every snapshot, slider and play button) open when the run "
-               f"ends. Curves and snapshots are redrawn when a new epoch arrives, at most every "
-               f"{VIEWS_MIN_INTERVAL_S:.0f} s, so that drawing them does not slow the training down.")
+    st.caption(f"The interactive curves, grid and player (every snapshot, slider and play button) open when the "
+               f"run ends. Curves and snapshots are redrawn when a new epoch arrives, at most every "
+               f"{VIEWS_MIN_INTERVAL_S:.0f} s ({SLOW_VIEWS_INTERVAL_S:.0f} s after the first "
+               f"{FAST_TICKS_FOR_S:.0f} s), so that drawing them does not slow the training down.")
 
 
 def _progress_text(snap) -> str:
@@ -110,24 +126,27 @@ def _progress(job: TrainingJob, snap) -> None:
 
 
 def live_panel(job: TrainingJob) -> None:
-    """A running job: progress every :data:`TICK_S` seconds; curves and snapshots rebuilt only when due
-    (:func:`views_due`) and shown again from the last build in between. When the job ends, the page reruns to
-    show the finished run."""
+    """A running job: progress every :func:`tick_s` seconds; curves and snapshots rebuilt only when due
+    (:func:`views_due`) and shown again from the last build in between. When the job ends, or the tick slows
+    down, the page reruns (to show the finished run, or to set the fragment's new interval)."""
     views_key = f"_views_{job.run_id}"
+    every = tick_s(job.snapshot().elapsed) if job.running else None
 
-    @st.fragment(run_every=TICK_S if job.running else None)
+    @st.fragment(run_every=every)
     def _panel():
         snap = job.snapshot()
         with st.container(border=True):
             _progress(job, snap)
             views = st.session_state.get(views_key)
-            if views_due(views, views_version(snap), time.time()):
+            if views_due(views, views_version(snap), time.time(), elapsed=snap.elapsed):
                 views = st.session_state[views_key] = build_live_views(snap, job.label_key)
-            _show_live_views(views, label_key=job.label_key, key=f"live_{job.run_id}",
+            _show_live_views(views, label_key=job.label_key,
                              finishing=bool(snap.running and snap.total_epochs and snap.epoch >= snap.total_epochs))
         done_key = f"_done_{job.run_id}"
         if not snap.running and not st.session_state.get(done_key):
             st.session_state[done_key] = True
             st.rerun()
+        if snap.running and every is not None and tick_s(snap.elapsed) != every:
+            st.rerun()  # once per run: the whole page, so that the fragment is declared with the slower tick
 
     _panel()

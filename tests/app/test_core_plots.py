@@ -155,8 +155,27 @@ def test_live_snapshot_grid_image_shows_the_matched_cluster_colours():
         snapshot_grid_png([])
 
 
+def test_live_curves_image_draws_every_series_in_the_interactive_colours():
+    """The live view's PNG curves: the loss and score lines of the interactive charts, in their colours."""
+    from scclust_core.curves_png import curves_png
+
+    hist = _history()
+    rgb = _png_rgb(curves_png(hist, metrics_title="ARI / NMI vs cell_type"))
+    assert rgb.shape[1] > 2.5 * rgb.shape[0]  # loss and scores side by side
+    names = [n for n, _, _ in plots.loss_series(hist)] + [n for n, _, _ in plots.metric_series(hist)]
+    assert names == ["recon (pretrain)", "kl (pretrain)", "recon (cluster)", "kl (cluster)", "ARI", "NMI"]
+    for i in range(5):  # loss lines take colours 0-3, score lines 3 and 4
+        target = np.array([int(plots.series_colour(i)[j:j + 2], 16) for j in (1, 3, 5)])
+        assert (np.abs(rgb - target).sum(axis=2) < 40).sum() > 20, f"line colour {i} is absent from the image"
+    assert curves_png([]) is None
+    for h in hist:
+        h.metrics = {}
+    assert _png_rgb(curves_png(hist)).size  # loss only: "No scored epoch yet" beside it
+
+
 def test_live_views_are_rebuilt_only_when_new_and_not_too_often():
-    from scclust_core.ui.live_panel import VIEWS_COST_FACTOR, VIEWS_MIN_INTERVAL_S, views_due
+    from scclust_core.ui.live_panel import FAST_TICKS_FOR_S, SLOW_TICK_S, SLOW_VIEWS_INTERVAL_S, TICK_S, \
+        VIEWS_COST_FACTOR, VIEWS_MIN_INTERVAL_S, tick_s, views_due
 
     drawn = {"version": (3, 1, "running"), "t": 100.0, "cost": 0.1}
     assert views_due(None, (0, 0, "running"), 0.0)  # nothing drawn yet
@@ -166,3 +185,7 @@ def test_live_views_are_rebuilt_only_when_new_and_not_too_often():
     slow = {**drawn, "cost": 1.0}  # a build that took 1 s waits VIEWS_COST_FACTOR s
     assert not views_due(slow, (4, 1, "running"), 100.0 + VIEWS_COST_FACTOR - 0.1)
     assert views_due(slow, (4, 1, "running"), 100.0 + VIEWS_COST_FACTOR)
+    late = FAST_TICKS_FOR_S + 1  # a long run: progress and views both slow down after the first seconds
+    assert tick_s(0.0) == TICK_S < tick_s(late) == SLOW_TICK_S
+    assert not views_due(drawn, (4, 1, "running"), 100.0 + VIEWS_MIN_INTERVAL_S, elapsed=late)
+    assert views_due(drawn, (4, 1, "running"), 100.0 + SLOW_VIEWS_INTERVAL_S, elapsed=late)

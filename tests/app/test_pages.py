@@ -324,8 +324,11 @@ def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
         assert "Loss at epoch 2 (train): recon 0.5" in texts
         assert "2 panels (epochs 1, 2)" in texts and "final: epoch 2, ARI 0.600" in texts
         assert "labels are never used to pick the epoch" in texts.lower()
-        imgs = at.get("image")  # the live grid is an image (cheap for the browser to show again)
-        assert [c for i in imgs for c in i.captions] == ["Embedding snapshots during training (PCA of the latent space)"]
+        imgs = at.get("image")  # the live curves and grid are images (cheap for the browser to show again)
+        assert [c for i in imgs for c in i.captions] == [
+            "Loss and score curves during training (interactive when the run ends)",
+            "Embedding snapshots during training (PCA of the latent space)"]
+        assert not at.get("plotly_chart")
         at.run()  # nothing new since: the views are shown again from the last build, not rebuilt
         assert at.session_state[f"_views_{job.run_id}"]["version"] == (2, 2, "running") and not at.exception
     finally:

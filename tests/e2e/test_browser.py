@@ -77,7 +77,8 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     expect(page.get_by_text(re.compile(r"When it tends to help")).first).to_be_visible()
     page.get_by_role("button", name=re.compile("Start training")).click()
     expect(page.get_by_text(re.compile(r"Training \*?\*?contrastive_sc|Training contrastive_sc"))).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("Loss per component").first).to_be_visible(timeout=400_000)  # a fresh server compiles numba code first
+    # a fresh server compiles numba code first; the live curves are an image, interactive when the run ends
+    expect(page.locator(LIVE_CURVES).first).to_be_visible(timeout=400_000)
     live = page.get_by_text(re.compile(r"Embedding snapshots — ([2-9]|\d\d) panels.*more appear"))
     expect(live.first).to_be_visible(timeout=300_000)
     # the Fig.-3 grid itself is drawn (an image while training, not only its caption) while the run still goes
@@ -167,6 +168,7 @@ def _flow(page, server, shot, readme_shot, tmp_path):
 
 
 LIVE_GRID = "[data-testid='stImage']:has-text('Embedding snapshots during training') img"
+LIVE_CURVES = "[data-testid='stImage']:has-text('Loss and score curves during training') img"
 
 
 def _check_live_view(page) -> None:
@@ -179,6 +181,8 @@ def _check_live_view(page) -> None:
     assert n_said == len(epochs) >= 2
     size = page.locator(LIVE_GRID).first.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert size[0] > 2 * size[1] > 0, f"the grid image is not a row of panels: {size}"
+    size = page.locator(LIVE_CURVES).first.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert size[0] > 2 * size[1] > 0, f"the curves image is not loss and scores side by side: {size}"
 
 
 def _check_grid_colours(page) -> None:
