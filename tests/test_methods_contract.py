@@ -64,6 +64,11 @@ class _Rec(Callback):
 def test_method_declares_contract(name):
     m = get_method(name)
     assert m.name == name and m.summary and m.citation and m.fidelity
+    from typing import get_args
+
+    from scclust_core.config import MethodConfig
+    declared = [a for b in type(m).__orig_bases__ for a in get_args(b)]
+    assert m.Config is not MethodConfig and declared == [m.Config]  # Config is the class's type argument
     cfg = m.default_config()
     cfg.validate()
     for spec in m.Config.field_specs():

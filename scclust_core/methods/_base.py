@@ -18,7 +18,7 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
-from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, TypeVar, Union, cast
+from typing import Any, Callable, ClassVar, Generic, Iterator, Mapping, TypeVar, Union, cast, get_args, get_origin
 
 import numpy as np
 from anndata import AnnData
@@ -266,6 +266,15 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
     #: trains a torch network with an optimizer (False for methods whose "epochs" are other steps, e.g. the
     #: candidates of ``recommend``): the non-finite-loss and CUDA contract checks apply only to these
     trains_network: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``Config`` is the class's type argument (``ClusteringMethod[CICLConfig]``): written once, not twice."""
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            args = [a for a in get_args(base) if isinstance(a, type) and issubclass(a, MethodConfig)]
+            origin = get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, ClusteringMethod) and args and "Config" not in cls.__dict__:
+                cls.Config = args[0]
 
     @property
     def summary(self) -> str:

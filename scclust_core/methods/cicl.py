@@ -116,13 +116,13 @@ class CICLConfig(MethodConfig):
     centres_from_train_mode: bool = variant(True,
                                             "Fit the initial centres on the train-mode (dropout on) embedding, "
                                             "as the code does; False uses eval mode.")
-    compute_qk: bool = param(True, advanced=True,
-                             help="Compute the Q/K attention products, which are exact no-ops for a length-1 "
-                                  "sequence; False skips them (identical results, ~30 % faster).")
     dropout: float = param(0.2, min=0.0, max=0.9, advanced=True, help="Dropout in every encoder layer.")
     n_layers: int = param(4, min=1, max=12, advanced=True, help="Encoder layers.")
     n_heads: int = param(2, min=1, max=16, advanced=True, help="Attention heads (512 dims each).")
     d_ff: int = param(1024, min=8, max=8192, advanced=True, help="Feed-forward width of an encoder layer.")
+    compute_qk: bool = param(True, advanced=True,
+                             help="Compute the Q/K attention products, which are exact no-ops for a length-1 "
+                                  "sequence; False skips them (identical results, ~30 % faster).")
     head_hidden: int = param(2048, min=8, max=8192, advanced=True, help="Hidden width of the projection head.")
     head_out: int = param(512, min=2, max=4096, advanced=True, help="Output width of the projection head.")
     kmeans_n_init: int = kmeans_restarts(10, "Restarts of the centre-initialisation and final K-means.")
@@ -257,7 +257,6 @@ class CICL(ClusteringMethod[CICLConfig]):
     See the module docstring for what is [C]/[P]/[A] and every choice made where the spec is silent.
     """
 
-    Config = CICLConfig
     citation = ("Jiang, Wang, Guan & Zhou. scRNA-seq Data Clustering by Cluster-aware Iterative Contrastive "
                 "Learning (preprint); code github.com/Alunethy/CICL")
     recipe = "R2: median normalisation, log1p, top 500 HVGs (seurat), z-score"  # needs counts, K; faithful

@@ -69,7 +69,6 @@ class _Classic(ClusteringMethod[ConfigT]):
 class Leiden(_Classic[LeidenConfig]):
     """Leiden community detection on a kNN graph of the PCs (scanpy); K follows from the resolution."""
 
-    Config = LeidenConfig
     citation = "Traag, Waltman & van Eck, Sci. Rep. 2019; Wolf et al., scanpy, Genome Biol. 2018"
     can_estimate_k = True
 
@@ -91,7 +90,6 @@ class Leiden(_Classic[LeidenConfig]):
 class KMeansPCA(_Classic[KMeansConfig]):
     """K-means (k-means++, explicit restarts) on the PCs of the standard scanpy recipe."""
 
-    Config = KMeansConfig
     citation = "Lloyd 1982; Arthur & Vassilvitskii 2007 (k-means++); scikit-learn"
 
     def train(self, data: Prepared, config: KMeansConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -285,7 +285,6 @@ class ContrastiveSC(ClusteringMethod[ContrastiveSCConfig]):
     See the module docstring for what is [C]/[P] and the choices made where the spec is silent.
     """
 
-    Config = ContrastiveSCConfig
     citation = ("Ciortan M. & Defrance M. Contrastive self-supervised clustering of scRNA-seq data. "
                 "BMC Bioinformatics 22, 280 (2021)")
     recipe = "R2: ceil counts, median normalisation, log1p, top n_hvg HVGs (seurat), z-score ('auto' = silhouette pick)"

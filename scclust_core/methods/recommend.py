@@ -211,7 +211,6 @@ def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
 class Recommend(ClusteringMethod[RecommendConfig]):
     """Recommend (consensus): one label-free clustering from many classic candidates, with per-cell confidence."""
 
-    Config = RecommendConfig
     citation = ("Evidence accumulation: Fred & Jain, IEEE TPAMI 2005; SC3: Kiselev et al., Nat. Methods 2017; "
                 "HBGF: Fern & Brodley, ICML 2004")
     recipe = "normalize_total, log1p, nested HVG sets (seurat ranking), scale (clip 10), PCA per HVG size"

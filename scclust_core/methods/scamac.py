@@ -99,13 +99,13 @@ class ScAMACConfig(MethodConfig):
     gamma: float = param(1.0, min=1e-6, max=100.0, advanced=True, help="Fuzziness γ of the membership softmax.")
     min_gene_frac: float = param(0.05, min=0.0, max=1.0, advanced=True,
                                  help="Keep genes whose total count is at least this fraction of the cell number [C].")
-    double_cosine: bool = variant(True,
-                                  "[Q] two chained CosineAnnealingLR(T_max) on the FKM optimizer (compounded decay) "
-                                  "as in the code; off = one cosine schedule.")
-    cosine_tmax: int = param(100, min=1, max=10000, advanced=True, help="T_max of the cosine schedule(s), in outer epochs.")
     gene_filter: str = variant("total_counts", choices=("total_counts", "detected_cells"),
                                help="Gene filter before HVGs: total count ≥ min_gene_frac·N [C], or non-zero in ≥ "
                                     "min_gene_frac of the cells [P].")
+    cosine_tmax: int = param(100, min=1, max=10000, advanced=True, help="T_max of the cosine schedule(s), in outer epochs.")
+    double_cosine: bool = variant(True,
+                                  "[Q] two chained CosineAnnealingLR(T_max) on the FKM optimizer (compounded decay) "
+                                  "as in the code; off = one cosine schedule.")
     paper_formulas: bool = variant(False,
                                    "[P] variant: LeakyReLU on the reconstruction and the two fusion projections, "
                                    "D = (1+σ)(d+2σ)/(d+σ)² and U = softmax(−(1+σ)d²/√(d²+σ)/γ). Default = code [C].")
@@ -358,7 +358,6 @@ def _fkm_epoch(f: _Fit, feats, c: torch.Tensor, u: torch.Tensor, dmat: torch.Ten
 class ScAMAC(ClusteringMethod[ScAMACConfig]):
     """Identity-initialised multi-scale autoencoder with cell-attention fusion and adaptive fuzzy k-means (scAMAC)."""
 
-    Config = ScAMACConfig
     citation = ("Tan et al., scAMAC: self-supervised clustering of scRNA-seq data based on adaptive multi-scale "
                 "autoencoder, Briefings in Bioinformatics 25(2) bbae068, 2024")
     recipe = "R4 (genes ≥ 5 % of N counts, median normalisation, log1p, 3,000 HVGs, no scaling)"

@@ -645,7 +645,6 @@ class _Trainer:
 class ScGPCL(ClusteringMethod[ScGPCLConfig]):
     """scGPCL: graph prototypical contrastive learning on a cell–gene graph, then DEC fine-tuning (ZINB)."""
 
-    Config = ScGPCLConfig
     citation = ("scGPCL: Deep single-cell RNA-seq data clustering with graph prototypical contrastive learning, "
                 "Bioinformatics 39(6) btad342, 2023; code github.com/Junseok0207/scGPCL")
     recipe = ("R3: top hvg_frac of genes by raw-count variance (auto: all when ≤ 3,000 genes, else 20 %), "

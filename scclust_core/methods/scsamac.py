@@ -355,7 +355,6 @@ def _cluster_epoch(f: _Fit, opt: torch.optim.Optimizer, mu: nn.Parameter, head: 
 class ScSAMAC(ClusteringMethod[ScSAMACConfig]):
     """Saliency-masked, cell-attention NB autoencoder with contrastive pretraining and soft-k-means clustering (scSAMAC)."""
 
-    Config = ScSAMACConfig
     citation = ("Li et al., scSAMAC: saliency-adjusted masking induced attention contrastive learning for "
                 "single-cell clustering, Briefings in Bioinformatics 2025")
     recipe = "R1 (all genes; size factors, log1p, z-score); raw counts as NB/ZINB targets"
