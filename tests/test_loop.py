@@ -208,6 +208,19 @@ def test_fit_threads_sets_holds_and_restores():
     assert torch.get_num_threads() == before
 
 
+def test_hold_threads_sets_the_count_even_when_torch_already_reports_it(monkeypatch):
+    """``torch.get_num_threads()`` reads OpenMP's count, which scanpy's recipes reset; MKL's count (the matrix
+    products) keeps the last ``set_num_threads``. After a 1-thread choice at the click and a reset to 2 by the
+    recipe, torch reported 2 while its products ran on one thread (measured: 20 products of 1,500² took 3.2 s,
+    1.6 s after ``set_num_threads(2)``). So the count is always set again, which sets both."""
+    calls: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    n = torch.get_num_threads()
+    hold_threads({"n": n, "source": "config torch_threads"}, "cpu")
+    assert calls == [n]
+
+
 def test_training_runs_with_the_chosen_threads_after_scanpy_preprocessing(counts_adata):
     """The explicit thread count must still hold inside ``train`` (scanpy's recipes reset it)."""
     from scclust_core.methods import get_method
