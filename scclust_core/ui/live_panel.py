@@ -31,9 +31,14 @@ SLOW_VIEWS_INTERVAL_S = 10.0
 VIEWS_COST_FACTOR = 20.0
 
 
+def _slowed(elapsed: float) -> bool:
+    """Past a run's first FAST_TICKS_FOR_S seconds: the panel reruns and rebuilds its views less often."""
+    return elapsed >= FAST_TICKS_FOR_S
+
+
 def tick_s(elapsed: float) -> float:
     """Seconds between two reruns of the live panel, ``elapsed`` seconds into the run."""
-    return TICK_S if elapsed < FAST_TICKS_FOR_S else SLOW_TICK_S
+    return SLOW_TICK_S if _slowed(elapsed) else TICK_S
 
 
 def views_version(snap) -> tuple:
@@ -48,7 +53,7 @@ def views_due(drawn: dict | None, version: tuple, now: float, *, elapsed: float 
         return True
     if drawn["version"] == version:
         return False
-    interval = VIEWS_MIN_INTERVAL_S if elapsed < FAST_TICKS_FOR_S else SLOW_VIEWS_INTERVAL_S
+    interval = SLOW_VIEWS_INTERVAL_S if _slowed(elapsed) else VIEWS_MIN_INTERVAL_S
     return now - drawn["t"] >= max(interval, VIEWS_COST_FACTOR * drawn["cost"])
 
 
