@@ -138,23 +138,21 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_scale(args: argparse.Namespace) -> int:
-    import anndata
-
+    from . import io as scio
     from .scaling import resample_thinned
 
-    out = resample_thinned(anndata.read_h5ad(args.data), args.cells, keep=args.keep, seed=args.seed)
+    out = resample_thinned(scio.read(args.data), args.cells, keep=args.keep, seed=args.seed)
     out.write_h5ad(args.out)
     print(f"{out.n_obs:,} cells × {out.n_vars:,} genes written to {args.out}")
     return 0
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    import anndata
-
+    from . import io as scio
     from .methods import get_method
     from .profiling import format_profile, profile_fit
 
-    adata = anndata.read_h5ad(args.data)
+    adata = scio.read(args.data)
     cfg = get_method(args.method).Config.from_preset(args.preset, n_clusters=args.n_clusters)
     cfg = cfg.set_from_strings(_pairs(args.set))
     print(f"{args.method} ({args.preset or 'default preset'}) on {adata.n_obs:,} cells × {adata.n_vars:,} genes")

@@ -18,7 +18,7 @@ from typing import IO, Any, Union
 
 import anndata as ad
 
-from . import archives, detect, h5, tables, tenx
+from . import archives, detect, h5, h5safety, tables, tenx
 from .budget import budget_scope, copy_capped, current_budget
 from .errors import corrupt, resource_errors
 from .report import UNS_KEY, ReadReport, report_scope
@@ -138,6 +138,8 @@ def _dispatch(path: Path, name: str, *, transpose, sep) -> tuple[ad.AnnData, str
     if path.stat().st_size == 0:
         raise ValueError(f"The file '{name}' is empty (0 bytes): upload a file with data")
     by_content = detect.content_kind(path)
+    if by_content == "hdf5":  # before anything opens it the usual way, which would follow its links
+        h5safety.check_self_contained(path, name)
     kind = detect.resolve_kind(path, name, detect.name_kind(name), by_content)
     logger.info("Reading '%s' as %s", name, kind)
     if kind == "h5ad":
