@@ -1,82 +1,72 @@
-"""Before Start: how long a run will take and how much memory it will need, and a label-free default K.
+"""Before Start: how long a run will take and how much memory it will need.
 
-Time and peak memory come from *measured* runs (``MEASURED``: the README's benchmark timings and the peak RSS
-of short runs, all on a 2-core CPU with one torch thread), fitted per method and preset by
-:func:`fit_rates` to ``seconds = a + b · cells/1000 + c · cells·genes/10⁶`` (non-negative least squares on
-relative errors, so small and large data count alike) and ``MiB = m0 + m1 · cells·genes/10⁶``. A run with more
-or fewer epochs than its preset scales the per-cell part by the ratio of epochs. ``bench`` output refits the
-table: ``python -m scclust_core.estimate results.csv`` prints the rates fitted from a bench CSV.
+Each method carries its own cost model (:class:`CostModel` on the class, ``cost = CostModel(...)``): the runs
+measured on a 2-core CPU with one torch thread (:class:`Measured`; the README's benchmark timings and the peak RSS
+of short runs) and how its work grows with the config (:meth:`CostModel.work_units`, epochs by default). This
+module combines them and names no method: :func:`fit_rates` fits, per preset,
+``seconds = a + b · cells/1000 + c · cells·genes/10⁶`` (non-negative least squares on log-ratios, so small and
+large data count alike) and ``MiB = m0 + m1 · cells·genes/10⁶``. A run with more or fewer work units than its
+preset scales the per-cell part by their ratio. ``bench`` output refits: ``python -m scclust_core.estimate
+results.csv`` prints the rates fitted from a bench CSV.
 
-No GPU has been lent to this project, so there is no measured GPU rate: for a CUDA device the estimate says so
-instead of guessing.
+No GPU run has been measured, so for a CUDA device the estimate says so instead of guessing.
 """
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import sys
-import warnings
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Rate", "Estimate", "MEASURED", "RATES", "fit_rates", "estimate", "work_units", "leiden_k",
-           "rows_from_bench_csv"]
+__all__ = ["Measured", "CostModel", "measured_runs", "epoch_units", "Rate", "Estimate", "fit_rates", "rates_for",
+           "estimate", "format_seconds", "rows_from_bench_csv"]
 
-#: (method, preset, cells, genes, seconds or None, peak RSS MiB or None, where it was measured)
-MEASURED: list[tuple[str, str, int, int, float | None, float | None, str]] = [
-    # README, classic baselines (bench --seeds 1, shared 2-core CPU)
-    ("kmeans", "default", 4271, 2000, 14.3, None, "README"), ("kmeans", "default", 822, 14878, 11.0, None, "README"),
-    ("kmeans", "default", 8617, 2000, 25.3, None, "README"), ("kmeans", "default", 220, 12694, 0.7, None, "README"),
-    ("kmeans", "default", 1000, 900, 5.1, None, "README"), ("kmeans", "default", 2746, 2003, 16.7, None, "README"),
-    ("kmeans", "default", 4186, 13488, 9.9, None, "README"),
-    ("leiden", "default", 4271, 2000, 39.5, None, "README"), ("leiden", "default", 822, 14878, 6.9, None, "README"),
-    ("leiden", "default", 8617, 2000, 63.5, None, "README"), ("leiden", "default", 220, 12694, 3.7, None, "README"),
-    ("leiden", "default", 1000, 900, 2.8, None, "README"), ("leiden", "default", 2746, 2003, 7.8, None, "README"),
-    ("leiden", "default", 4186, 13488, 9.9, None, "README"),
-    # README, recommend (consensus), K given, 3-seed means, idle 2-core CPU
-    ("recommend", "default", 4271, 2000, 25.9, None, "README"), ("recommend", "default", 822, 14878, 7.6, None, "README"),
-    ("recommend", "default", 8617, 2000, 54.4, None, "README"), ("recommend", "default", 220, 12694, 2.6, None, "README"),
-    ("recommend", "default", 1000, 900, 2.4, None, "README"), ("recommend", "default", 2746, 2003, 22.7, None, "README"),
-    ("recommend", "default", 4186, 13488, 32.4, None, "README"),
-    # README, deep methods, cpu presets (3-seed tables; the middle of the reported range)
-    ("contrastive_sc", "cpu", 4271, 2000, 15, None, "README"), ("contrastive_sc", "cpu", 2746, 2003, 10, None, "README"),
-    ("contrastive_sc", "cpu", 4186, 13488, 15, None, "README"), ("contrastive_sc", "cpu", 822, 14878, 3, None, "README"),
-    ("contrastive_sc", "cpu", 220, 12694, 1, None, "README"), ("contrastive_sc", "cpu", 1000, 900, 3, None, "README"),
-    ("contrastive_sc", "cpu", 8617, 2000, 31, None, "README"),
-    ("contrastive_sc", "paper", 4271, 2000, 302, None, "README"), ("contrastive_sc", "paper", 2746, 2003, 175, None, "README"),
-    ("contrastive_sc", "paper", 4186, 13488, 926, None, "README"), ("contrastive_sc", "paper", 822, 14878, 215, None, "README"),
-    ("contrastive_sc", "paper", 220, 12694, 60, None, "README"), ("contrastive_sc", "paper", 1000, 900, 24, None, "README"),
-    ("contrastive_sc", "paper", 8617, 2000, 535, None, "README"),
-    ("cicl", "cpu", 4271, 2000, 202, None, "README"), ("cicl", "cpu", 2746, 2003, 210, None, "README"),
-    ("cicl", "cpu", 4186, 13488, 174, None, "README"), ("cicl", "cpu", 822, 14878, 26, None, "README"),
-    ("cicl", "cpu", 220, 12694, 8, None, "README"), ("cicl", "cpu", 1000, 900, 30, None, "README"),
-    ("cicl", "paper", 4271, 2000, 630, 4198, "README"),
-    ("scgpcl", "cpu", 4271, 2000, 170, None, "README"), ("scgpcl", "cpu", 2746, 2003, 71, None, "README"),
-    ("scgpcl", "cpu", 4186, 13488, 135, None, "README"), ("scgpcl", "cpu", 822, 14878, 28, None, "README"),
-    ("scgpcl", "cpu", 220, 12694, 10, None, "README"), ("scgpcl", "cpu", 1000, 900, 12.5, None, "README"),
-    ("scgpcl", "cpu", 8617, 2000, 227, None, "README"),
-    ("scgpcl", "paper", 4271, 2000, 1408, None, "README"), ("scgpcl", "paper", 2746, 2003, 2196, None, "README"),
-    ("scgpcl", "paper", 4186, 13488, 3524, None, "README"),
-    ("scsamac", "cpu", 4271, 2000, 162, None, "README"), ("scsamac", "cpu", 2746, 2003, 98, None, "README"),
-    ("scsamac", "cpu", 4186, 13488, 154, None, "README"), ("scsamac", "cpu", 822, 14878, 32, None, "README"),
-    ("scsamac", "cpu", 220, 12694, 5.5, None, "README"), ("scsamac", "cpu", 1000, 900, 24.5, None, "README"),
-    ("scsamac", "cpu", 8617, 2000, 331, None, "README"),
-    ("scsamac", "paper", 8617, 2000, 4165, None, "README"),
-    ("scamac", "cpu", 4271, 2000, 174, None, "README"), ("scamac", "cpu", 2746, 2003, 100, None, "README"),
-    ("scamac", "cpu", 4186, 13488, 176, None, "README"), ("scamac", "cpu", 822, 14878, 45, None, "README"),
-    ("scamac", "cpu", 220, 12694, 22, None, "README"), ("scamac", "cpu", 1000, 900, 30.5, None, "README"),
-    ("scamac", "cpu", 8617, 2000, 477, None, "README"),
-    ("scamac", "paper", 2746, 2003, 780, None, "README"),
-    # peak RSS of one-run processes (bench, 1 torch thread; times omitted: the CPU was 5-10× oversubscribed)
-    ("kmeans", "default", 1000, 900, None, 584, "ui helper"), ("leiden", "default", 1000, 900, None, 702, "ui helper"),
-    ("contrastive_sc", "cpu", 1000, 900, None, 663, "ui helper"),
-    ("contrastive_sc", "cpu", 220, 12694, None, 645, "ui helper"),
-    ("scgpcl", "cpu", 1000, 900, None, 1085, "ui helper"), ("scsamac", "cpu", 220, 12694, None, 759, "ui helper"),
-]
+
+@dataclass(frozen=True)
+class Measured:
+    """One measured run: preset, data size, seconds (None: time not measured) and peak RSS MiB (None)."""
+
+    preset: str
+    cells: int
+    genes: int
+    seconds: float | None
+    mib: float | None = None
+    source: str = "README"
+
+
+def measured_runs(preset: str, *runs: tuple[int, int, float | None], source: str = "README") -> tuple[Measured, ...]:
+    """``(cells, genes, seconds)`` triples of one preset as :class:`Measured` rows (a compact table)."""
+    return tuple(Measured(preset, c, g, t, None, source) for c, g, t in runs)
+
+
+def epoch_units(config: Mapping[str, Any]) -> float | None:
+    """Training epochs a config asks for (the sum of its ``*epochs`` fields but warm-up); None without epochs."""
+    keys = [k for k, v in config.items() if k.endswith("epochs") and k != "warmup_epochs"
+            and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return float(sum(config[k] for k in keys)) if keys else None
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """A method's measured cost and how it grows: ``runs`` fitted per preset; ``work_units(config)`` is what the
+    per-cell time scales with (epochs by default; a method whose epochs nest sets its own)."""
+
+    runs: tuple[Measured, ...] = ()
+    work_units: Callable[[Mapping[str, Any]], float | None] = field(default=epoch_units)
+
+
+class _Costed(Protocol):
+    """What :func:`estimate` needs of a method: its name, cost model and config class."""
+
+    name: str
+    cost: CostModel
+    Config: Any
 
 
 @dataclass(frozen=True)
@@ -185,49 +175,43 @@ def fit_rates(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Rate]:
     return out
 
 
-def _measured_rows() -> list[dict[str, Any]]:
-    return [dict(method=m, preset=p, n_cells=n, n_genes=g, seconds=t, peak_rss_mb=mem)
-            for m, p, n, g, t, mem, _ in MEASURED]
+@functools.lru_cache(maxsize=None)
+def _rates(cost: CostModel) -> dict[str, Rate]:
+    rows = [dict(method="m", preset=r.preset, n_cells=r.cells, n_genes=r.genes, seconds=r.seconds,
+                 peak_rss_mb=r.mib) for r in cost.runs]
+    return {preset: rate for (_, preset), rate in fit_rates(rows).items()}
 
 
-RATES: dict[tuple[str, str], Rate] = fit_rates(_measured_rows())
+def rates_for(method: _Costed) -> dict[str, Rate]:
+    """The :class:`Rate` per preset fitted from ``method.cost`` (computed once per cost model)."""
+    return _rates(method.cost)
 
 
-def work_units(method: str, config: Mapping[str, Any]) -> float | None:
-    """Epochs of training a config asks for (what the per-cell time scales with); None for non-epoch methods."""
-    c = dict(config)
-    if method == "scamac":
-        return float(c.get("epochs", 0)) * (float(c.get("de_epochs", 0)) + float(c.get("fkm_epochs", 0)))
-    keys = [k for k in c if k.endswith("epochs") and k != "warmup_epochs" and isinstance(c[k], (int, float))]
-    return float(sum(c[k] for k in keys)) if keys else None
-
-
-def estimate(method: str, preset: str | None, n_cells: int, n_genes: int, *, device: str = "cpu",
+def estimate(method: _Costed, preset: str | None, n_cells: int, n_genes: int, *, device: str = "cpu",
              config: Mapping[str, Any] | None = None) -> Estimate:
-    """Time and peak memory of ``method`` with ``preset`` (and the user's ``config`` changes) on this data.
+    """Time and peak memory of ``method`` (a registered method or its class) with ``preset`` (and the user's
+    ``config`` changes) on this data.
 
-    Raises ``ValueError`` for non-positive sizes. An unmeasured method/preset or a CUDA device gives an
+    Raises ``ValueError`` for non-positive sizes. An unmeasured preset or a CUDA device gives an
     :class:`Estimate` with ``seconds=None`` and a note saying why.
     """
     if n_cells <= 0 or n_genes <= 0:
         raise ValueError(f"Cannot estimate for {n_cells} cells × {n_genes} genes")
-    from .methods import get_method
-
-    cls = get_method(method).Config
+    cls, name = method.Config, method.name
     used = preset if preset in cls.PRESETS else cls.default_preset() or "default"
     used_preset = used if used in cls.PRESETS else None
-    rate = RATES.get((method, used or "default"))
+    rate = rates_for(method).get(used or "default")
     if rate is None:
-        return Estimate(None, None, f"no measured run of {method} ({used}) yet")
+        return Estimate(None, None, f"no measured run of {name} ({used}) yet")
     secs = rate.seconds(n_cells, n_genes)
-    note = (f"from {rate.n_runs} measured run{'s' if rate.n_runs != 1 else ''} of {method} ({used}) on a 2-core CPU"
+    note = (f"from {rate.n_runs} measured run{'s' if rate.n_runs != 1 else ''} of {name} ({used}) on a 2-core CPU"
             f" (fit within ×{1 + rate.max_rel_error:.1f} of them)")
     if config is not None:
-        base = work_units(method, cls.from_preset(used_preset).to_dict())
-        mine = work_units(method, config)
+        base = method.cost.work_units(cls.from_preset(used_preset).to_dict())
+        mine = method.cost.work_units(dict(config))
         if base and mine is not None and abs(mine - base) > 1e-9:
             secs = rate.a + (secs - rate.a) * mine / base
-            note += f"; scaled to {mine:g} epochs (preset {base:g})"
+            note += f"; scaled to {mine:g} work units (preset {base:g})"
     mib = rate.mib(n_cells, n_genes)
     if mib is not None:
         used = _genes_used(config if config is not None else cls.from_preset(used_preset).to_dict(), n_genes)
@@ -250,41 +234,6 @@ def _genes_used(config: Mapping[str, Any], n_genes: int) -> int:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
             return int(min(v, n_genes))
     return int(n_genes)
-
-
-def leiden_k(adata, *, seed: int = 0, n_neighbors: int = 15, resolution: float = 1.0) -> int:
-    """Label-free number of clusters: Leiden (resolution 1) on the kNN graph of 50 PCs (the classic recipe:
-    normalise, log, 2,000 HVGs, scale, PCA), as the ``leiden`` method does. Used as the default K when no
-    reference annotation is chosen.
-
-    The kNN graph is built with scikit-learn (exact, connectivities 1 for each neighbour, symmetrised) rather than
-    ``sc.pp.neighbors``, whose first call in a process compiles numba code for minutes on a small CPU.
-    """
-    import igraph as ig
-    from scipy import sparse
-    from sklearn.neighbors import NearestNeighbors
-
-    from .preprocess import recipe_classic
-
-    if adata.n_obs < 3:
-        raise ValueError(f"Need at least 3 cells to estimate K (got {adata.n_obs})")
-    with warnings.catch_warnings():  # "X is not counts" is the classic recipe's business, not the estimate's
-        warnings.simplefilter("ignore")
-        ad = recipe_classic(adata, n_top_genes=2000, n_pcs=50, max_value=10, seed=seed)
-    x = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
-    k = int(min(n_neighbors, len(x) - 1))
-    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    rows = np.repeat(np.arange(len(x)), k)
-    graph = sparse.csr_matrix((np.ones(rows.size), (rows, idx[:, 1:].ravel())), shape=(len(x), len(x)))
-    graph = graph.maximum(graph.T).tocoo()
-    keep = graph.row < graph.col
-    g = ig.Graph(n=len(x), edges=np.column_stack([graph.row[keep], graph.col[keep]]).tolist())
-    import random
-
-    random.seed(seed)  # igraph's Leiden draws from Python's RNG
-    ig.set_random_number_generator(random)
-    part = g.community_leiden(objective_function="modularity", resolution=resolution, n_iterations=-1)
-    return max(2, int(len(set(part.membership))))
 
 
 def rows_from_bench_csv(path: str) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from ._types import Callback, CallbackList, EpochLog, MethodResult, Prepared, Sn
 from ._base import ClusteringMethod, FitContext
 from ._loop import NonFiniteLossError
 from ._registry import get_method, list_methods, register_method
-from ._run import run_method, write_result
+from ._run import consensus_summary, run_method, write_result
 
 # Registration: the consensus recommendation heads the list, then the classic baselines, then the deep methods.
 from . import recommend  # noqa: E402,F401  (recommend: consensus of candidates)
@@ -18,16 +18,23 @@ from . import scamac  # noqa: E402,F401
 from . import scgpcl  # noqa: E402,F401
 
 __all__ = ["Callback", "CallbackList", "ClusteringMethod", "EpochLog", "FitContext", "MethodResult", "Prepared",
-           "Snapshot", "NonFiniteLossError", "get_method", "list_methods", "register_method", "run_method",
+           "Snapshot", "NonFiniteLossError", "get_method", "list_methods", "register_method", "run_method", "consensus_summary", "kind_of",
            "write_result", "describe_methods"]
 
 
 def describe_methods() -> list[dict]:
-    """One row per registered method: name, summary, citation, fidelity, needs_counts, can_estimate_k."""
+    """One row per registered method: what it says of itself (name, kind, card, citation, fidelity, needs)."""
     rows = []
     for n in list_methods():
         m = get_method(n)
         rows.append({"name": n, "summary": m.summary, "citation": m.citation, "fidelity": m.fidelity,
                      "needs_counts": m.needs_counts, "can_estimate_k": m.can_estimate_k, "deep": m.deep,
+                     "kind": m.kind, "card": m.card, "summary_key": m.summary_key,
                      "recipe": m.recipe, "presets": m.Config.preset_names()})
     return rows
+
+
+def kind_of(name: str) -> str | None:
+    """``classic`` / ``deep`` / ``consensus`` of a registered method; None for a name no longer registered (a run
+    recorded by another version)."""
+    return get_method(name).kind if name in list_methods() else None

@@ -25,9 +25,10 @@ from anndata import AnnData
 
 from ..config import MethodConfig
 from ..device import fit_threads, hold_threads, resolve_device
+from ..estimate import CostModel
 from .. import metrics as _metrics
-from ._types import (Callback, CallbackList, CallbackProtocol, EpochLog, MethodResult, Prepared,  # noqa: F401
-                     Snapshot)
+from ._types import (Callback, CallbackList, CallbackProtocol, EpochLog, MethodCard, MethodResult,  # noqa: F401
+                     Prepared, Snapshot)
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +267,16 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
     #: trains a torch network with an optimizer (False for methods whose "epochs" are other steps, e.g. the
     #: candidates of ``recommend``): the non-finite-loss and CUDA contract checks apply only to these
     trains_network: ClassVar[bool] = True
+    #: "classic", "deep" or "consensus" (a combination of other clusterings): how pages group the method and which
+    #: live view it gets; derived from ``deep`` unless the class sets it
+    kind: ClassVar[str] = ""
+    #: the Cluster page's plain-language card (the summary line of the docstring when empty)
+    card: ClassVar[MethodCard] = MethodCard()
+    #: key of ``MethodResult.extras`` holding a consensus summary (candidates, agreement, per-cell ``confidence``):
+    #: the library writes it to ``obs[key + '_confidence']`` / ``uns[key]['consensus']`` and the pages draw it
+    summary_key: ClassVar[str | None] = None
+    #: measured runs and how the cost grows with the config (:mod:`scclust_core.estimate`)
+    cost: ClassVar[CostModel] = CostModel()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """``Config`` is the class's type argument (``ClusteringMethod[CICLConfig]``): written once, not twice."""
@@ -275,6 +286,8 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
             origin = get_origin(base)
             if isinstance(origin, type) and issubclass(origin, ClusteringMethod) and args and "Config" not in cls.__dict__:
                 cls.Config = args[0]
+        if "kind" not in cls.__dict__:
+            cls.kind = "deep" if cls.deep else "classic"
 
     @property
     def summary(self) -> str:

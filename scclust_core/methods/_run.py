@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from ..config import MethodConfig
 from ._base import Callback, CallbackList, MethodResult
-from ._registry import get_method
+from ._registry import get_method, list_methods
 
 __all__ = ["run_method", "write_result", "free_key", "WRITTEN_KEYS"]
 
@@ -136,8 +136,9 @@ def free_key(adata: AnnData, key: str) -> str:
 
 
 def _write_consensus(adata: AnnData, result: MethodResult, key_added: str) -> None:
-    """A consensus result (``extras['recommend']``) adds ``obs[key + '_confidence']`` and ``uns[key]['consensus']``."""
-    summary = result.extras.get("recommend")
+    """A consensus result (``extras[summary_key]`` of its method) adds ``obs[key + '_confidence']`` and
+    ``uns[key]['consensus']``."""
+    summary = consensus_summary(result)
     if not isinstance(summary, dict):
         return
     conf = np.full(result.n_input_cells, np.nan, dtype=np.float32)
@@ -153,3 +154,10 @@ def _h5ad_plain(value):
     if isinstance(value, list):
         return np.asarray(value, dtype=object if value and isinstance(value[0], str) else None)
     return value
+
+
+def consensus_summary(result: MethodResult) -> dict | None:
+    """The consensus summary a result carries (its method's ``summary_key`` in ``extras``), or None."""
+    key = type(get_method(result.method)).summary_key if result.method in list_methods() else None
+    summary = result.extras.get(key) if key else None
+    return summary if isinstance(summary, dict) else None

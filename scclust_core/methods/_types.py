@@ -8,7 +8,15 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 from anndata import AnnData
 
-__all__ = ["EpochLog", "Snapshot", "MethodResult", "Callback", "CallbackProtocol", "CallbackList", "Prepared"]
+__all__ = ["MethodCard", "EpochLog", "Snapshot", "MethodResult", "Callback", "CallbackProtocol", "CallbackList", "Prepared"]
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """What the Cluster page says of a method, for a biologist: what it does, and when to pick it."""
+
+    what: str = ""
+    when: str = ""
 
 
 @dataclass

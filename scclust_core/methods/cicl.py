@@ -65,6 +65,8 @@ from anndata import AnnData
 from ..config import MethodConfig, param
 from ..losses import cluster_aware_loss, cluster_aware_loss_paper, info_nce, nt_xent, student_t_q
 from ..preprocess import recipe_r2
+from ..estimate import CostModel, Measured, measured_runs
+from ._types import MethodCard
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import kmeans
 from ._loop import EpochMeter, encode_all, minibatches, to_device
@@ -256,6 +258,18 @@ class CICL(ClusteringMethod[CICLConfig]):
 
     See the module docstring for what is [C]/[P]/[A] and every choice made where the spec is silent.
     """
+
+    card = MethodCard(
+        what=('Contrastive learning at two levels at once: the same cell under two augmentations, and the same '
+              'cluster across them. The clusters come from its cluster head.'),
+        when=('Worth a try on well-separated immune or developmental data; slow on a CPU (minutes per thousand '
+              'cells).'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("cpu", (4271, 2000, 202), (2746, 2003, 210), (4186, 13488, 174), (822, 14878, 26),
+                             (220, 12694, 8), (1000, 900, 30))
+        + measured_runs("paper", (4271, 2000, 630))
+        + (Measured("paper", 4271, 2000, None, 4198, "one-run process"),))
 
     citation = ("Jiang, Wang, Guan & Zhou. scRNA-seq Data Clustering by Cluster-aware Iterative Contrastive "
                 "Learning (preprint); code github.com/Alunethy/CICL")

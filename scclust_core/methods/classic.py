@@ -11,6 +11,8 @@ from sklearn.cluster import KMeans
 
 from ..config import MethodConfig, param
 from ..preprocess import recipe_classic
+from ..estimate import CostModel, Measured, measured_runs
+from ._types import MethodCard
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._params import kmeans_restarts, knn_neighbours, leiden_flavor_param, leiden_resolution_param
 from ._registry import register_method
@@ -69,6 +71,17 @@ class _Classic(ClusteringMethod[ConfigT]):
 class Leiden(_Classic[LeidenConfig]):
     """Leiden community detection on a kNN graph of the PCs (scanpy); K follows from the resolution."""
 
+    card = MethodCard(
+        what=('Links each cell to its nearest neighbours among the top 50 principal components and finds densely '
+              'connected communities. The number of clusters follows from the resolution, not from K.'),
+        when=('A fast, strong first look at any dataset; pick it when you do not know how many cell types to '
+              'expect. Raise the resolution for finer clusters.'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("default", (4271, 2000, 39.5), (822, 14878, 6.9), (8617, 2000, 63.5), (220, 12694, 3.7),
+                                 (1000, 900, 2.8), (2746, 2003, 7.8), (4186, 13488, 9.9))
+        + (Measured("default", 1000, 900, None, 702, "one-run process"),))
+
     citation = "Traag, Waltman & van Eck, Sci. Rep. 2019; Wolf et al., scanpy, Genome Biol. 2018"
     can_estimate_k = True
 
@@ -89,6 +102,17 @@ class Leiden(_Classic[LeidenConfig]):
 @register_method("kmeans")
 class KMeansPCA(_Classic[KMeansConfig]):
     """K-means (k-means++, explicit restarts) on the PCs of the standard scanpy recipe."""
+
+    card = MethodCard(
+        what=('Splits the cells into K groups around centres among the top 50 principal components. Fast and '
+              'simple; it needs K.'),
+        when=('A fast baseline when you know roughly how many cell types there are; it favours groups of similar '
+              'size.'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("default", (4271, 2000, 14.3), (822, 14878, 11.0), (8617, 2000, 25.3), (220, 12694, 0.7),
+                                 (1000, 900, 5.1), (2746, 2003, 16.7), (4186, 13488, 9.9))
+        + (Measured("default", 1000, 900, None, 584, "one-run process"),))
 
     citation = "Lloyd 1982; Arthur & Vassilvitskii 2007 (k-means++); scikit-learn"
 

@@ -72,6 +72,8 @@ from ..config import MethodConfig, param
 from ..losses import nt_xent
 from ..metrics import silhouette
 from ..preprocess import counts_adata, recipe_r2
+from ..estimate import CostModel, Measured, measured_runs
+from ._types import MethodCard
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import kmeans, leiden_on_embedding, mlp
 from ._loop import EpochMeter, encode_all, gather, minibatches
@@ -284,6 +286,19 @@ class ContrastiveSC(ClusteringMethod[ContrastiveSCConfig]):
 
     See the module docstring for what is [C]/[P] and the choices made where the spec is silent.
     """
+
+    card = MethodCard(
+        what=('Trains a small network so that two randomly masked copies of a cell get the same representation, '
+              'then runs K-means on that representation.'),
+        when=('The quickest deep method (seconds per thousand cells on a laptop): try it when the classic methods '
+              'blur cell types together.'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("cpu", (4271, 2000, 15), (2746, 2003, 10), (4186, 13488, 15), (822, 14878, 3),
+                             (220, 12694, 1), (1000, 900, 3), (8617, 2000, 31))
+        + measured_runs("paper", (4271, 2000, 302), (2746, 2003, 175), (4186, 13488, 926), (822, 14878, 215),
+                                 (220, 12694, 60), (1000, 900, 24), (8617, 2000, 535))
+        + (Measured("cpu", 1000, 900, None, 663, "one-run process"), Measured("cpu", 220, 12694, None, 645, "one-run process"),))
 
     citation = ("Ciortan M. & Defrance M. Contrastive self-supervised clustering of scRNA-seq data. "
                 "BMC Bioinformatics 22, 280 (2021)")

@@ -23,8 +23,10 @@ from anndata import AnnData
 
 from .. import consensus as cons
 from ..config import MethodConfig, param
+from ..estimate import CostModel, measured_runs
+from ..graph import knn_graph, leiden_partition
 from ._base import ClusteringMethod, FitContext, Prepared
-from ._types import Callback
+from ._types import Callback, MethodCard
 from ._params import knn_neighbours
 from ._registry import register_method
 
@@ -124,27 +126,6 @@ def _views(ad: AnnData, config: RecommendConfig) -> dict[int, np.ndarray]:
     return out
 
 
-def _knn_graph(z: np.ndarray, k: int):
-    """Undirected kNN graph (exact neighbours; an edge found from both sides gets weight 2)."""
-    import igraph as ig
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(k, len(z) - 1)
-    _, ind = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
-    src = np.repeat(np.arange(len(z)), k)
-    g = ig.Graph(n=len(z), edges=np.column_stack([src, ind[:, 1:].ravel()]).tolist(), directed=False)
-    g.es["weight"] = 1.0
-    return g.simplify(combine_edges="sum")
-
-
-def _leiden(g, resolution: float, seed: int) -> np.ndarray:
-    import leidenalg
-
-    part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
-                                    resolution_parameter=resolution, seed=seed, n_iterations=2)
-    return np.asarray(part.membership, dtype=np.int64)
-
-
 def _view_plan(view: int | str, npc: int, config: RecommendConfig) -> list[tuple]:
     """The candidates of one view: Leiden at every resolution, interleaved with K-means (``n_seeds`` seeds at the
     given K, or one run at each K a Leiden run found)."""
@@ -197,8 +178,8 @@ def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
     z = views[size][:, :npc] if npc else views[size]
     if kind == "leiden":
         if (size, npc) not in graphs:  # one kNN graph per view, kept (≈ 15 edges a cell) as views interleave
-            graphs[(size, npc)] = _knn_graph(z, config.n_neighbors)
-        lab = _leiden(graphs[(size, npc)], par, seed)
+            graphs[(size, npc)] = knn_graph(z, config.n_neighbors)
+        lab = leiden_partition(graphs[(size, npc)], par, seed)
         found_k[(size, npc, par)] = int(lab.max()) + 1
         return lab
     k = par if kind == "kmeans" else found_k.get((size, npc, par), 0)
@@ -211,12 +192,25 @@ def _run_candidate(step: tuple, views: dict, graphs: dict, found_k: dict,
 class Recommend(ClusteringMethod[RecommendConfig]):
     """Recommend (consensus): one label-free clustering from many classic candidates, with per-cell confidence."""
 
+    card = MethodCard(
+        what=('Runs about 60 quick K-means and Leiden clusterings over several gene sets, PC counts, seeds and '
+              'resolutions, and combines them into the one partition they agree on most, with a confidence per '
+              'cell. No labels are used; leave K empty and it estimates K too.'),
+        when=('The place to start: one answer you can trust more than any single classic run, and the cells it is '
+              'unsure about are shown on the map.'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("default", (4271, 2000, 25.9), (822, 14878, 7.6), (8617, 2000, 54.4), (220, 12694, 2.6),
+                                 (1000, 900, 2.4), (2746, 2003, 22.7), (4186, 13488, 32.4)))
+
     citation = ("Evidence accumulation: Fred & Jain, IEEE TPAMI 2005; SC3: Kiselev et al., Nat. Methods 2017; "
                 "HBGF: Fern & Brodley, ICML 2004")
     recipe = "normalize_total, log1p, nested HVG sets (seurat ranking), scale (clip 10), PCA per HVG size"
     fidelity = ("a new method (no paper to match): consensus of classic candidates; a deep embedding joins them "
                 "with the with_deep preset")
     can_estimate_k = True  # needs counts: the base default
+    kind = "consensus"
+    summary_key = "recommend"  # extras, obs[key + '_confidence'] and uns[key]['consensus'] (kept for old runs)
     deep = True  # candidates are reported as epochs: live progress, ETA, cancel, snapshots
     trains_network = False  # no optimizer: nothing can diverge, nothing runs on a GPU
 
@@ -253,7 +247,7 @@ class Recommend(ClusteringMethod[RecommendConfig]):
         res = cons.consensus(p, n_clusters=config.n_clusters, k_max=config.k_max, max_cells=config.max_cells,
                              rule=config.rule, seed=config.seed)
         agree = cons.agreement_matrix(p, seed=config.seed)
-        extras: dict = {"recommend": summary_dict(res, names, agree, p)}
+        extras: dict = {Recommend.summary_key: summary_dict(res, names, agree, p)}
         if notes:
             extras["warnings"] = notes
         return res.labels, extras
@@ -310,7 +304,7 @@ class _Candidates:
 
         name, seed = key.split(" seed ")
         counts = self.ad.layers["counts"]
-        est = estimate(name, self.config.deep_preset, counts.shape[0], counts.shape[1]).seconds
+        est = estimate(get_method(name), self.config.deep_preset, counts.shape[0], counts.shape[1]).seconds
         left = self.config.budget_s - self.elapsed()
         if est is not None and est > left:
             self.deep_notes.append(f"{key}: not trained (estimated {est:.0f} s, {max(left, 0):.0f} s of the budget "

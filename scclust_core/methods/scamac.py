@@ -64,7 +64,9 @@ from anndata import AnnData
 from ..config import MethodConfig, param
 from ..losses import fkm_centres, fkm_memberships, fkm_weights, fuzzy_update
 from ..preprocess import recipe_r4
+from ..estimate import CostModel, measured_runs
 from ._attention import DEFAULT_MAX_ELEMENTS, chunked_attention
+from ._types import MethodCard
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import amp_context
 from ._loop import EpochMeter, NonFiniteLossError, check_finite, encode_all, minibatches, to_device
@@ -354,9 +356,25 @@ def _fkm_epoch(f: _Fit, feats, c: torch.Tensor, u: torch.Tensor, dmat: torch.Ten
 
 
 # ----------------------------------------------------------------------------------------------------- method
+def _work_units(config) -> float:
+    """scAMAC's epochs nest: each outer epoch runs ``de_epochs`` autoencoder and ``fkm_epochs`` clustering epochs."""
+    return float(config.get("epochs", 0)) * (float(config.get("de_epochs", 0)) + float(config.get("fkm_epochs", 0)))
+
+
 @register_method("scamac")
 class ScAMAC(ClusteringMethod[ScAMACConfig]):
     """Identity-initialised multi-scale autoencoder with cell-attention fusion and adaptive fuzzy k-means (scAMAC)."""
+
+    card = MethodCard(
+        what=('An autoencoder of the counts with attention, alternated with a fuzzy K-means clustering loss every '
+              'outer epoch.'),
+        when=('Can separate small, similar populations that classic methods merge; slow on a CPU (minutes per '
+              'thousand cells).'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("cpu", (4271, 2000, 174), (2746, 2003, 100), (4186, 13488, 176), (822, 14878, 45),
+                             (220, 12694, 22), (1000, 900, 30.5), (8617, 2000, 477))
+        + measured_runs("paper", (2746, 2003, 780)), work_units=_work_units)
 
     citation = ("Tan et al., scAMAC: self-supervised clustering of scRNA-seq data based on adaptive multi-scale "
                 "autoencoder, Briefings in Bioinformatics 25(2) bbae068, 2024")

@@ -92,6 +92,8 @@ from ..config import MethodConfig, param
 from ..losses import (cluster_kl, count_nll, delta_label, prototype_loss, scgpcl_instance_loss, student_t_q,
                       target_distribution)
 from ..preprocess import recipe_r3
+from ..estimate import CostModel, Measured, measured_runs
+from ._types import MethodCard
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import CountHead, kmeans
 from ._loop import EpochMeter, check_finite, gather, minibatches, to_device
@@ -644,6 +646,18 @@ class _Trainer:
 @register_method("scgpcl")
 class ScGPCL(ClusteringMethod[ScGPCLConfig]):
     """scGPCL: graph prototypical contrastive learning on a cell–gene graph, then DEC fine-tuning (ZINB)."""
+
+    card = MethodCard(
+        what=('A graph neural network on a cell–gene graph, trained to reconstruct the counts (ZINB) with '
+              'instance and prototype contrastive losses, then fine-tuned to sharpen the clusters.'),
+        when=('Often the strongest deep method on neurons and other finely graded populations; about a minute per '
+              'thousand cells on a CPU.'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("cpu", (4271, 2000, 170), (2746, 2003, 71), (4186, 13488, 135), (822, 14878, 28),
+                             (220, 12694, 10), (1000, 900, 12.5), (8617, 2000, 227))
+        + measured_runs("paper", (4271, 2000, 1408), (2746, 2003, 2196), (4186, 13488, 3524))
+        + (Measured("cpu", 1000, 900, None, 1085, "one-run process"),))
 
     citation = ("scGPCL: Deep single-cell RNA-seq data clustering with graph prototypical contrastive learning, "
                 "Bioinformatics 39(6) btad342, 2023; code github.com/Junseok0207/scGPCL")

@@ -55,7 +55,9 @@ from ..config import MethodConfig, param
 from ..losses import (cluster_level_loss, count_nll, delta_label, nt_xent, soft_kmeans_loss, student_t_q,
                       target_distribution, wasserstein_1d)
 from ..preprocess import recipe_r1
+from ..estimate import CostModel, Measured, measured_runs
 from ._attention import CellMHA
+from ._types import MethodCard
 from ._base import ClusteringMethod, FitContext, Prepared
 from ._blocks import CountHead, amp_context, kmeans, leiden_on_embedding, mlp
 from ._loop import EpochMeter, encode_all, gather, minibatches, to_device
@@ -354,6 +356,18 @@ def _cluster_epoch(f: _Fit, opt: torch.optim.Optimizer, mu: nn.Parameter, head: 
 @register_method("scsamac")
 class ScSAMAC(ClusteringMethod[ScSAMACConfig]):
     """Saliency-masked, cell-attention NB autoencoder with contrastive pretraining and soft-k-means clustering (scSAMAC)."""
+
+    card = MethodCard(
+        what=('An autoencoder of the raw counts (negative binomial or ZINB) with self-attention, followed by a '
+              'soft K-means in its latent space. It can estimate K itself (Leiden on the pretrained latent).'),
+        when=('Pick it for count data when you want the method to find K itself; it can collapse on very small '
+              'datasets (a few hundred cells), which the page flags.'))
+    #: measured on a 2-core CPU, one torch thread (README benchmark tables; peak RSS of one-run processes)
+    cost = CostModel(
+        measured_runs("cpu", (4271, 2000, 162), (2746, 2003, 98), (4186, 13488, 154), (822, 14878, 32),
+                             (220, 12694, 5.5), (1000, 900, 24.5), (8617, 2000, 331))
+        + measured_runs("paper", (8617, 2000, 4165))
+        + (Measured("cpu", 220, 12694, None, 759, "one-run process"),))
 
     citation = ("Li et al., scSAMAC: saliency-adjusted masking induced attention contrastive learning for "
                 "single-cell clustering, Briefings in Bioinformatics 2025")

@@ -7,57 +7,21 @@ import json
 
 from .. import estimate
 from ..device import describe_devices
+from ..graph import leiden_k
 from ..jobs import TrainingJob, register_job
 from ..methods import describe_methods, get_method
 from . import forms, live, state
 
 K_METHOD = "method_pick_saved"
 
-#: plain-language cards: what the method does (two sentences) and when it helped in the README's measured
-#: benchmarks (ARI, K = annotated types, 2-core CPU). Methods without a card show their own summary.
-CARDS: dict[str, tuple[str, str]] = {
-    "recommend": ("Runs about 60 quick K-means and Leiden clusterings over several gene sets, PC counts, seeds and "
-                  "resolutions, and combines them into the one partition they agree on most, with a confidence per "
-                  "cell. No labels are used; leave K empty and it estimates K too.",
-                  "Above the better of K-means and Leiden on 6 of 7 files (mean ARI 0.649 vs 0.577 with K given, 0.655 "
-                  "with K estimated); 0.05 below K-means on bladder."),
-    "leiden": ("Links each cell to its nearest neighbours in the space of the top 50 principal components and "
-               "finds densely connected communities. The number of clusters follows from the resolution, not from K.",
-               "The better classic baseline on CITE-CBMC (0.61) and worm neurons (0.40); a strong, fast first look."),
-    "kmeans": ("Splits the cells into K groups around centres in the space of the top 50 principal components. "
-               "Fast and simple; it needs K.",
-               "Best or near best on PBMC (0.70), bladder (0.63), Baron (0.64) and Camp (0.32) in our benchmarks."),
-    "contrastive_sc": ("Trains a small network so that two randomly masked copies of a cell get the same "
-                       "representation, then runs K-means on that representation. Seconds per thousand cells.",
-                       "With the `paper` preset (label-free HVG search) above K-means on PBMC (0.78 vs 0.70) and worm "
-                       "(0.50 vs 0.33); below it on bladder, Baron and Camp."),
-    "cicl": ("Contrastive learning at two levels at once: the same cell under two augmentations, and the same "
-             "cluster across them. The clusters come from its cluster head.",
-             "PBMC 0.64 and Klein 0.74 (≈ K-means); below K-means on bladder, worm, Camp, Baron and CITE-CBMC."),
-    "scgpcl": ("A graph neural network on a cell–cell graph, trained to reconstruct the counts (ZINB) with "
-               "instance and prototype contrastive losses, then fine-tuned to sharpen the clusters.",
-               "Worm neurons 0.46–0.52 (K-means 0.33, Leiden 0.40) and Klein 0.80 (best here); below K-means on "
-               "bladder and Baron."),
-    "scsamac": ("An autoencoder of the raw counts (negative binomial or ZINB) with self-attention, followed by a "
-                "soft K-means in its latent space. It can estimate K itself (Leiden on the pretrained latent).",
-                "CITE-CBMC with K estimated 0.61–0.63 (K-means 0.53); weaker elsewhere, and it can collapse on very "
-                "small data (Camp, 220 cells), which the app flags."),
-    "scamac": ("An autoencoder of the counts with attention, alternated with a fuzzy K-means clustering loss "
-               "every outer epoch.",
-               "Klein 0.79 and Camp 0.36 (above K-means); below K-means on the other files."),
-}
-
-
 def method_picker() -> str:
     rows = {r["name"]: r for r in describe_methods()}
     names = list(rows)
     saved = st.session_state.get(K_METHOD)
-    idx = names.index(saved) if saved in names else (names.index("contrastive_sc") if "contrastive_sc" in names else 0)
+    idx = names.index(saved) if saved in names else 0  # the registry's order: the consensus first
 
     def fmt(n):
-        r = rows[n]
-        kind = "consensus" if n == "recommend" else ("deep" if r["deep"] else "classic")
-        return f"{n} — {kind}"
+        return f"{n} — {rows[n]['kind']}"
 
     name = st.selectbox("Method", names, index=idx, format_func=fmt, key="method_pick",
                         on_change=lambda: st.session_state.__setitem__(K_METHOD, st.session_state["method_pick"]))
@@ -66,10 +30,10 @@ def method_picker() -> str:
     fid = r["fidelity"]
     badge = (":green-badge[faithful re-implementation]" if fid == "faithful" else
              (":gray-badge[classic baseline]" if fid == "baseline" else f":orange-badge[{fid}]"))
-    what, helps = CARDS.get(name, (r["summary"], ""))
+    what, helps = (r["card"].what or r["summary"]), r["card"].when
     with st.container(border=True):
         st.markdown(f"**{name}** {badge}  \n{what}  \n*Paper:* {r['citation']}"
-                    + (f"  \n*When it tends to help:* {helps}" if helps else ""))
+                    + (f"  \n*When to pick it:* {helps}" if helps else ""))
     if r.get("recipe"):
         st.caption(f"Preprocessing: {r['recipe']}")
     if r["needs_counts"] and not _has_counts():
@@ -99,7 +63,7 @@ def _k_estimate() -> tuple[int, str]:
         got = {}
     if got.get("fingerprint") != fp or "k" not in got:
         with st.spinner("Estimating a default number of clusters (Leiden on the PCA graph, label-free)…"):
-            got = {"fingerprint": fp, "k": estimate.leiden_k(state.adata())}
+            got = {"fingerprint": fp, "k": leiden_k(state.adata(), seed=0)}
         path.write_text(json.dumps(got))
     return int(got["k"]), "Leiden (resolution 1) on the kNN graph of 50 PCs, no labels used"
 
@@ -155,7 +119,7 @@ def estimate_card(name: str, preset: str | None, params: dict, device: str) -> d
         cfg = get_method(name).Config.from_preset(preset, **params).to_dict()
     except (TypeError, ValueError):
         cfg = None
-    est = estimate.estimate(name, preset, ad.n_obs, ad.n_vars, device=device, config=cfg)
+    est = estimate.estimate(get_method(name), preset, ad.n_obs, ad.n_vars, device=device, config=cfg)
     where = f"{ad.n_obs:,} cells × {ad.n_vars:,} genes on {device}"
     if est.seconds is None and est.mib is None:
         st.caption(f"No time estimate for {where}: {est.note}.")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from .. import plots
 from ..jobs import TrainingJob
+from ..methods import kind_of
 from . import recommend_ui
 from .live import fmt_time, grid_legend, reference_for, clock, load_estimate, metrics_title, show_curves_image, \
     snapshot_heading
@@ -115,7 +116,7 @@ def _progress(job: TrainingJob, snap) -> None:
         st.toast("Cancelling after this epoch…")
     frac = min(1.0, snap.epoch / snap.total_epochs) if snap.total_epochs else 0.0
     st.progress(frac, text=_progress_text(snap))
-    if snap.method == "recommend" and snap.running:
+    if snap.running and kind_of(snap.method) == "consensus":
         recommend_ui.candidate_progress(snap)
     info = [f"device: {snap.device}"]
     if snap.gpu_mem_gib is not None:

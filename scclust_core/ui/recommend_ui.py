@@ -1,6 +1,8 @@
-"""Views of a ``recommend`` (consensus) run: candidate progress, agreement heatmap, K evidence, confidence.
+"""Views of a consensus run (a method of kind ``consensus``): candidate progress, agreement heatmap, K evidence,
+confidence.
 
-Figure builders (``agreement_heatmap``, ``k_evidence_figure``) take the ``extras['recommend']`` summary and return
+Figure builders (``agreement_heatmap``, ``k_evidence_figure``) take the consensus summary (the method's
+``summary_key`` in ``extras``, :func:`~scclust_core.methods.consensus_summary`) and return
 plotly figures without calling Streamlit, so they are testable on their own.
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from ..methods import consensus_summary
 from . import state
 
 __all__ = ["agreement_heatmap", "k_evidence_figure", "candidate_table", "selection_table", "candidate_progress",
@@ -17,8 +20,7 @@ __all__ = ["agreement_heatmap", "k_evidence_figure", "candidate_table", "selecti
 
 
 def _info(res) -> dict | None:
-    info = getattr(res, "extras", {}).get("recommend") if res is not None else None
-    return info if isinstance(info, dict) else None
+    return consensus_summary(res) if res is not None else None
 
 
 def agreement_heatmap(info: dict) -> go.Figure:

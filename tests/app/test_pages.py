@@ -352,7 +352,7 @@ def test_estimate_and_default_k_before_start(ws_root, tiny):
     k = at.number_input(key="k_value_contrastive_sc").value
     assert 2 <= k <= 12
     assert any("Estimated:" in i.value and "150 cells" in i.value for i in at.info)
-    assert "When it tends to help" in texts
+    assert "When to pick it" in texts
 
 
 def test_compare_with_an_annotation_that_cannot_score_says_na(finished_ws):

@@ -74,7 +74,7 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     _idle(page)
     # the time/memory estimate and the method card are shown before Start
     expect(page.get_by_text(re.compile(r"Estimated:")).first).to_be_visible()
-    expect(page.get_by_text(re.compile(r"When it tends to help")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"When to pick it")).first).to_be_visible()
     page.get_by_role("button", name=re.compile("Start training")).click()
     expect(page.get_by_text(re.compile(r"Training \*?\*?contrastive_sc|Training contrastive_sc"))).to_be_visible(timeout=60_000)
     # a fresh server compiles numba code first; the live curves are an image, interactive when the run ends
