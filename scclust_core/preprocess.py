@@ -1,4 +1,4 @@
-"""Preprocessing recipes (METHODS.md §0.2) and QC.
+"""Preprocessing recipes (docs/methods.md §0.2) and QC.
 
 Every recipe starts from raw counts (``layers['counts']``, or ``X`` when it holds integers), works on a copy
 and returns a new AnnData whose ``X`` is the model input (dense float32, cells × selected genes) with

@@ -1,4 +1,4 @@
-"""CICL (METHODS.md §1, §8): losses computed by hand, the encoder's exact shortcuts, views, the fit contract."""
+"""CICL (docs/methods.md §1, §8): losses computed by hand, the encoder's exact shortcuts, views, the fit contract."""
 from __future__ import annotations
 
 import math

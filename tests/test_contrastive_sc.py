@@ -1,4 +1,4 @@
-"""contrastive-sc (METHODS.md §3): loss, model, schedule, the fit contract, cancel, determinism, quality."""
+"""contrastive-sc (docs/methods.md §3): loss, model, schedule, the fit contract, cancel, determinism, quality."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Shared losses (METHODS.md §0.3–0.5) against analytic values and scipy."""
+"""Shared losses (docs/methods.md §0.3–0.5) against analytic values and scipy."""
 from __future__ import annotations
 
 import math

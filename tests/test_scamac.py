@@ -1,4 +1,4 @@
-"""scAMAC (METHODS.md §5): fuzzy k-means updates, identity init, exact chunked attention, the fit contract."""
+"""scAMAC (docs/methods.md §5): fuzzy k-means updates, identity init, exact chunked attention, the fit contract."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""scGPCL: sampler invariants, bipartite encoder, losses, and the method contract (METHODS.md §4)."""
+"""scGPCL: sampler invariants, bipartite encoder, losses, and the method contract (docs/methods.md §4)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""scSAMAC (METHODS.md §2): losses against scipy, masking tiers, chunked attention, the fit contract."""
+"""scSAMAC (docs/methods.md §2): losses against scipy, masking tiers, chunked attention, the fit contract."""
 from __future__ import annotations
 
 import numpy as np

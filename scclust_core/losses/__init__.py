@@ -1,4 +1,4 @@
-"""Losses of the deep methods as pure torch functions, one module per family (METHODS.md §0.3–§0.5).
+"""Losses of the deep methods as pure torch functions, one module per family (docs/methods.md §0.3–§0.5).
 
 - :mod:`.contrastive`: NT-Xent, InfoNCE, scGPCL's instance and prototypical losses, scSAMAC's cluster-level loss,
   CICL's cluster-aware losses;

@@ -1,4 +1,4 @@
-"""Contrastive losses (METHODS.md §0.4): two views of the same cells are pulled together, other cells pushed apart.
+"""Contrastive losses (docs/methods.md §0.4): two views of each cell are pulled together, other cells pushed apart.
 
 Shapes: ``B`` cells in a minibatch, ``D`` embedding dims, ``K`` clusters or prototypes.
 """
@@ -96,7 +96,7 @@ def cluster_level_loss(a: torch.Tensor, b: torch.Tensor, margin: float = 1.0) ->
 
 def cluster_aware_loss(f1: torch.Tensor, f2: torch.Tensor, labels: torch.Tensor, temperature: float,
                        reduction: str = "sum") -> torch.Tensor:
-    """CICL's cluster-aware ``CirculatePairConLoss`` [C] (Jiang et al., CICL; METHODS.md §1.4 item 2), vectorised.
+    """CICL's cluster-aware ``CirculatePairConLoss`` [C] (Jiang et al., CICL; docs/methods.md §1.4 item 2), vectorised.
 
     ``f1``, ``f2``: [B, D] unit-norm views; ``labels``: [B] pseudo-cluster ids → scalar.
 

@@ -1,4 +1,4 @@
-"""Count likelihoods of the autoencoder decoders (METHODS.md §0.3): NB and ZINB in the DCA form.
+"""Count likelihoods of the autoencoder decoders (docs/methods.md §0.3): NB and ZINB in the DCA form.
 
 Eraslan et al., "Single-cell RNA-seq denoising using a deep count autoencoder", Nat. Commun. 2019 (DCA);
 used by scDeepCluster, scSAMAC (NB) and scGPCL (ZINB). Shapes: ``x``, ``mean``, ``disp``, ``pi`` [B, G];

@@ -1,4 +1,4 @@
-"""DEC-family clustering losses (METHODS.md §0.5): soft assignment to centres and its sharpened target.
+"""DEC-family clustering losses (docs/methods.md §0.5): soft assignment to centres and its sharpened target.
 
 Xie, Girshick & Farhadi, "Unsupervised deep embedding for clustering analysis", ICML 2016 (DEC: Student-t q,
 target p, KL); the weighted soft k-means of scziDesk (Chen et al., NAR Genom. Bioinform. 2020) as scSAMAC

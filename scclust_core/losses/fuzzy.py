@@ -1,4 +1,4 @@
-"""scAMAC's adaptive fuzzy k-means (METHODS.md §5.3; Tan et al., Brief. Bioinform. 25(2) bbae068, 2024).
+"""scAMAC's adaptive fuzzy k-means (docs/methods.md §5.3; Tan et al., Brief. Bioinform. 25(2) bbae068, 2024).
 
 ``d`` [N, K] Euclidean distances from embeddings to centres; ``z`` [N, D]; centres ``c`` [K, D]; memberships
 ``u`` [N, K] (rows sum to 1). [C] = the official code's formulas (default), [P] = the paper's (``paper=True``).

@@ -1,4 +1,4 @@
-"""Exact self-attention over the cells of a minibatch, chunked over query rows (METHODS.md §0.8).
+"""Exact self-attention over the cells of a minibatch, chunked over query rows (docs/methods.md §0.8).
 
 scSAMAC and scAMAC treat the B cells of a minibatch (scAMAC at inference: all N cells, or every cell against a
 fixed set of landmark cells) as one sequence of tokens. The attention matrix is B×B per head, so for large B

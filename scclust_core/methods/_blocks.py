@@ -47,7 +47,7 @@ def mlp(dims: Sequence[int], *, act: Callable[[], nn.Module] | None = nn.ReLU,
 
 
 class CountHead(nn.Module):
-    """NB (``zinb=False``) or ZINB output heads over a decoder's last hidden layer (DCA form, METHODS.md §0.3).
+    """NB (``zinb=False``) or ZINB output heads over a decoder's last hidden layer (DCA form, docs/methods.md §0.3).
 
     ``forward(h [B, H]) -> (mean [B, G], dispersion [B, G], pi [B, G] | None)``: mean = clamped ``exp``,
     dispersion = clamped ``softplus``, dropout probability π = ``sigmoid`` (ZINB only). The three Linear layers
@@ -83,7 +83,7 @@ def leiden_on_embedding(z: np.ndarray, *, n_neighbors: int, resolution: float, s
     """Leiden labels (int64) on a kNN graph of an embedding (scanpy ``neighbors(use_rep='X')`` + ``leiden``).
 
     ``n_neighbors`` is capped at N − 1 (at least 2). The igraph flavour runs 2 iterations on the undirected
-    graph (scanpy's recommended setting, METHODS.md §0.6); ``leidenalg`` uses its own defaults.
+    graph (scanpy's recommended setting, docs/methods.md §0.6); ``leidenalg`` uses its own defaults.
     """
     import scanpy as sc
     from anndata import AnnData

@@ -1,9 +1,9 @@
 """CICL: cluster-aware iterative contrastive learning with a sequence-length-1 transformer encoder.
 
 Citation: Jiang, Wang, Guan & Zhou, "scRNA-seq Data Clustering by Cluster-aware Iterative Contrastive
-Learning" (preprint). Code: ``Alunethy/CICL`` @ 41d2df8 (METHODS.md §1, §8).
+Learning" (preprint). Code: ``Alunethy/CICL`` @ 41d2df8 (docs/methods.md §1, §8).
 
-What runs here (tags of METHODS.md):
+What runs here (tags of docs/methods.md):
 
 - Preprocessing [P] (the code's preprocessed CSVs are not public): R2 — zero genes/cells dropped, size factors =
   library / median, log1p, top ``n_hvg`` = 500 HVGs (scanpy ``seurat``), gene z-score. On an input that
@@ -152,7 +152,7 @@ def _n_shards(config: CICLConfig, batch: int) -> int:
     return 1 if batch <= 3000 else 4
 
 
-# ---------------------------------------------------------------- network [C] (METHODS.md §1.2–§1.3)
+# ---------------------------------------------------------------- network [C] (docs/methods.md §1.2–§1.3)
 class CICLLayer(nn.Module):
     """One encoder layer of CICL [C] for a sequence of length 1 (§1.2 a–h).
 

@@ -1,9 +1,9 @@
 """contrastive-sc: SimCLR-style contrastive learning of a small MLP where two 90 % input-dropout masks are the views.
 
 Citation: Ciortan M. & Defrance M., "Contrastive self-supervised clustering of scRNA-seq data",
-BMC Bioinformatics 22, 280 (2021). Code: ``ciortanmadalina/contrastive-sc`` @ e6a06ef (METHODS.md §3).
+BMC Bioinformatics 22, 280 (2021). Code: ``ciortanmadalina/contrastive-sc`` @ e6a06ef (docs/methods.md §3).
 
-What runs here (tags of METHODS.md):
+What runs here (tags of docs/methods.md):
 
 - Preprocessing [C] = [P]: recipe R2 (counts rounded up with ``ceil``, zero genes/cells dropped, size factors =
   library / median, log1p, top ``n_hvg`` HVGs by scanpy ``seurat`` dispersion, gene z-score).

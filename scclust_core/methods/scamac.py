@@ -1,4 +1,4 @@
-"""scAMAC — adaptive multi-scale autoencoder with cell-attention fusion and fuzzy k-means (METHODS.md §5).
+"""scAMAC — adaptive multi-scale autoencoder with cell-attention fusion and fuzzy k-means (docs/methods.md §5).
 
 Citation: Tan et al., "scAMAC: self-supervised clustering of scRNA-seq data based on adaptive multi-scale
 autoencoder", Briefings in Bioinformatics 2024, 25(2) bbae068; code ``yancy2024/scAMAC`` @ 591b7c3.

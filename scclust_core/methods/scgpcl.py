@@ -1,4 +1,4 @@
-"""scGPCL: graph prototypical contrastive learning on a cell–gene bipartite graph (METHODS.md §4, §8).
+"""scGPCL: graph prototypical contrastive learning on a cell–gene bipartite graph (docs/methods.md §4, §8).
 
 Citation: "scGPCL: Deep single-cell RNA-seq data clustering with graph prototypical contrastive learning",
 Bioinformatics 39(6) btad342 (2023); official code github.com/Junseok0207/scGPCL @ 74bc4a3.
@@ -56,7 +56,7 @@ Choices where the spec is silent (written down here):
   snapshot schedule never changes the result.
 
 The graph machinery (cell–gene bipartite graph, HGT sampler, heterogeneous GraphSAGE encoder) in plain
-numpy/torch. METHODS.md §4.2–§4.4, §4.9:
+numpy/torch. docs/methods.md §4.2–§4.4, §4.9:
 
 - :class:`BipartiteGraph`: one unweighted edge per non-zero raw count, stored as two CSR neighbour lists
   (genes of each cell = in-neighbours of a cell for ``gene→cell``; cells of each gene for ``cell→gene``).
@@ -395,7 +395,7 @@ def _edges(dst_nodes: np.ndarray, ptr: np.ndarray, nbr: np.ndarray, src_local: n
 
 def hgt_sample(graph: BipartiteGraph, seeds: np.ndarray, rng: np.random.Generator,
                num_samples: tuple[int, ...] = (2048, 1024), cap: int = MAX_NEIGHBORS) -> Subgraph:
-    """HGT subgraph around the seed cells (see the module docstring; METHODS.md §4.3 steps 1–7)."""
+    """HGT subgraph around the seed cells (see the module docstring; docs/methods.md §4.3 steps 1–7)."""
     seeds = np.asarray(seeds, dtype=np.int64)
     n_c, n_g = graph.n_cells, graph.n_genes
     cell_sampled = np.zeros(n_c, dtype=bool)

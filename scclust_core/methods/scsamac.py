@@ -1,4 +1,4 @@
-"""scSAMAC — saliency-adjusted masking + cell-attention autoencoder + contrastive learning (METHODS.md §2, §8).
+"""scSAMAC — saliency-adjusted masking + cell-attention autoencoder + contrastive learning (docs/methods.md §2, §8).
 
 Citation: Li et al., "scSAMAC: saliency-adjusted masking induced attention contrastive learning for single-cell
 clustering", Briefings in Bioinformatics 2025; code ``AmateurAntCode/scSAMAC-cluster`` @ 4ee0d2f.
