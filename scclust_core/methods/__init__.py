@@ -17,6 +17,23 @@ from . import scsamac  # noqa: E402,F401
 from . import scamac  # noqa: E402,F401
 from . import scgpcl  # noqa: E402,F401
 
+
+def _load_plugins() -> None:
+    """Methods from outside the package: each module named in ``$SCCLUST_METHOD_PLUGINS`` (comma-separated) is
+    imported here, so it registers in every process that imports the methods — the app, its training workers, the
+    CLI — exactly as a built-in method's import line does."""
+    import importlib
+    import os
+
+    for module in filter(None, (m.strip() for m in os.environ.get("SCCLUST_METHOD_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ImportError(f"SCCLUST_METHOD_PLUGINS names {module!r}, which cannot be imported: {exc}") from exc
+
+
+_load_plugins()
+
 __all__ = ["Callback", "CallbackList", "ClusteringMethod", "EpochLog", "FitContext", "MethodResult", "Prepared",
            "Snapshot", "NonFiniteLossError", "get_method", "list_methods", "register_method", "run_method", "consensus_summary", "kind_of",
            "write_result", "describe_methods"]
