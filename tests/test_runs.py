@@ -8,7 +8,7 @@ import pytest
 
 from scclust_core import runs
 from scclust_core.methods import EpochLog, MethodResult, Snapshot, run_method
-from scclust_core.methods._types import Callback
+from scclust_core.results import Callback
 
 
 def test_run_record_contents_and_reload(counts_adata, runs_root):

@@ -17,7 +17,7 @@ from scclust_core.estimate import CostModel, measured_runs
 from scclust_core.methods import ClusteringMethod, FitContext, Prepared, register_method
 from scclust_core.methods._blocks import kmeans
 from scclust_core.methods._loop import check_finite
-from scclust_core.methods._types import MethodCard
+from scclust_core.results import MethodCard
 from scclust_core.preprocess import recipe_r2
 
 
