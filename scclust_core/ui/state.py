@@ -33,6 +33,7 @@ DATA_WIDGET_KEYS = ("ref_pick",)  # widgets whose value is a choice stored per d
 
 def init() -> Workspace:
     """Open this session's workspace (from ``?ws=``, or a new one written into the URL; created on first write)."""
+    _check_configuration()
     ws = st.session_state.get(K_WS)
     wanted = st.query_params.get("ws")
     if ws is None or (wanted and wanted != ws.id):
@@ -46,6 +47,15 @@ def init() -> Workspace:
         st.query_params["ws"] = ws.id
     st.session_state.setdefault(K_RESULTS, {})
     return ws
+
+
+def _check_configuration() -> None:
+    """A wrong setting (e.g. ``SCCLUST_MAX_TRAININGS=two``) stops the page with its message, not a traceback."""
+    try:
+        _jobs.check_configuration()
+    except ValueError as exc:
+        st.error(str(exc), icon=":material/settings_alert:")
+        st.stop()
 
 
 _SWEEP_EVERY_S = 3600.0

@@ -2,11 +2,14 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import scclust_core.jobs as jobs_mod
+import scclust_core.jobs.registry as jobs_registry
+import scclust_core.jobs.worker as jobs_worker
 from scclust_core.config import MethodConfig
 from scclust_core.jobs import JobState, TrainingJob, active_run_ids, busy_workspaces, jobs_for, register_job
 from scclust_core.methods import get_method
@@ -50,7 +53,7 @@ class _Slow(ClusteringMethod):
 def _fake(monkeypatch, fail=None, sleep=0.02, log=None):
     m = _Slow()
     m.fail_with, m.sleep, m.log = fail, sleep, log
-    monkeypatch.setattr(jobs_mod, "get_method", lambda name: m)
+    monkeypatch.setattr(jobs_worker, "get_method", lambda name: m)
     return MethodConfig(n_clusters=3, snapshot_every=5)
 
 
@@ -70,8 +73,8 @@ def test_job_in_worker_process_finishes_records_and_leaves_memory(tiny, tmp_path
     assert job.result.n_clusters == 3 and job.result.metrics["ari"] > 0.5  # read back from the run record
     assert load_run(job.run_dir).status == "completed"
     assert job.run_id in jobs_for("w1") and job.run_id not in active_run_ids("w1") and "w1" not in busy_workspaces()
-    assert job.state.get("result") is None and job._adata is None  # the heavy state is on disk, not in memory
-    monkeypatch.setattr(jobs_mod, "KEEP_FINISHED_S", 0.0)
+    assert job.state.get("result") is None and not job.holds_data  # the heavy state is on disk, not in memory
+    monkeypatch.setattr(jobs_registry, "KEEP_FINISHED_S", 0.0)
     time.sleep(0.01)
     assert job.run_id not in jobs_for("w1")  # finished jobs leave the registry
 
@@ -98,7 +101,7 @@ def test_state_is_only_read_through_public_methods():
     assert state.get("status") == "running" and state.snapshot().status == "running"
     with pytest.raises(AttributeError):
         state.update(_lock=None)
-    src = open(jobs_mod.__file__).read()
+    src = "".join(p.read_text() for p in Path(jobs_mod.__file__).parent.glob("*.py"))
     assert "state._lock" not in src and ".prepare =" not in src and "_snapshot_rows" not in src
 
 
@@ -150,6 +153,35 @@ def test_queue_limits_concurrent_trainings(tiny, tmp_path, monkeypatch):
         jobs_mod.max_trainings()
 
 
+
+def test_wrong_setting_fails_the_job_instead_of_queueing_it_for_ever(tiny, tmp_path, monkeypatch):
+    """A typo in $SCCLUST_MAX_TRAININGS: the job fails with a message naming the variable and its value."""
+    cfg = _fake(monkeypatch)
+    monkeypatch.setenv("SCCLUST_MAX_TRAININGS", "two")
+    job = TrainingJob(tiny, "fake_slow", cfg, runs_root=tmp_path, workspace="w-conf", isolation="thread")
+    register_job(job).start()
+    assert job.join(10), "the job hangs (queued for ever)"
+    assert job.status == "failed" and not job.running and "w-conf" not in busy_workspaces()
+    assert "SCCLUST_MAX_TRAININGS" in job.error and "'two'" in job.error
+    rec = load_run(job.run_dir, live_pids={os.getpid()})
+    assert rec.status == "failed" and "SCCLUST_MAX_TRAININGS" in rec.meta["error"]
+    monkeypatch.setenv("SCCLUST_MAX_TRAININGS", "2")
+    job = TrainingJob(tiny, "fake_slow", cfg, runs_root=tmp_path, isolation="thread").start()
+    assert job.join(30) and job.status == "completed"  # fixed: trainings run again
+
+
+def test_check_configuration_names_every_wrong_variable(monkeypatch):
+    monkeypatch.delenv("SCCLUST_MAX_TRAININGS", raising=False)
+    monkeypatch.delenv("SCCLUST_JOB_ISOLATION", raising=False)
+    jobs_mod.check_configuration()  # the defaults are fine
+    monkeypatch.setenv("SCCLUST_MAX_TRAININGS", "two")
+    monkeypatch.setenv("SCCLUST_JOB_ISOLATION", "procces")
+    with pytest.raises(ValueError) as info:
+        jobs_mod.check_configuration()
+    msg = str(info.value)
+    assert "SCCLUST_MAX_TRAININGS" in msg and "'two'" in msg and "SCCLUST_JOB_ISOLATION" in msg and "'procces'" in msg
+
+
 def _csc_config():
     return get_method("contrastive_sc").Config.from_preset(
         None, n_clusters=3, n_hvg=60, epochs=6, batch_size=50, seed=3, snapshot_every=0, torch_threads=1)
@@ -184,7 +216,7 @@ def test_cancel_and_crash_of_worker_process(tiny, tmp_path, monkeypatch):
     assert load_result(job.run_dir).status == "cancelled"  # the labels so far are kept
     crash = TrainingJob(tiny, "contrastive_sc", cfg, runs_root=tmp_path).start()
     _wait(lambda: crash.snapshot().epoch >= 2, 120)
-    os.kill(crash._proc.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    os.kill(crash.worker_pid, signal.SIGKILL)  # what the kernel's OOM killer does
     assert crash.join(120) and crash.status == "failed"
     assert "stopped unexpectedly" in crash.error and "out of memory" in crash.error
     assert load_run(crash.run_dir).status == "failed"

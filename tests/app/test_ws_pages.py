@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-import scclust_core.jobs as jobs_mod
+import scclust_core.jobs.worker as jobs_worker
 from scclust_core.jobs import TrainingJob, register_job
 from scclust_core.methods import get_method
 from scclust_core.workspace import Workspace
@@ -52,7 +52,7 @@ def test_queued_training_is_shown_as_queued(finished_ws, tiny, ws_root, monkeypa
     """Another user's training holds the only slot: this workspace's job waits, and its live view says so."""
     monkeypatch.delenv("SCCLUST_MAX_TRAININGS", raising=False)
     gate = threading.Event()
-    monkeypatch.setattr(jobs_mod, "get_method", lambda name: _Blocking(gate))
+    monkeypatch.setattr(jobs_worker, "get_method", lambda name: _Blocking(gate))
     ws, _ = finished_ws
     other = Workspace.create()
     other.set_dataset(tiny, "other user's data")
