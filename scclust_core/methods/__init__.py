@@ -46,7 +46,7 @@ def describe_methods() -> list[dict]:
         m = get_method(n)
         rows.append({"name": n, "summary": m.summary, "citation": m.citation, "fidelity": m.fidelity,
                      "needs_counts": m.needs_counts, "can_estimate_k": m.can_estimate_k, "deep": m.deep,
-                     "kind": m.kind, "card": m.card, "summary_key": m.summary_key,
+                     "kind": m.kind, "card": m.card, "summary_key": m.summary_key, "takes_k": m.takes_k,
                      "recipe": m.recipe, "presets": m.Config.preset_names()})
     return rows
 

@@ -260,6 +260,9 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
     needs_counts: ClassVar[bool] = True
     #: can estimate K when ``n_clusters`` is None
     can_estimate_k: ClassVar[bool] = False
+    #: uses K at all (False: the number of clusters follows from other settings, e.g. Leiden's resolution, and
+    #: the forms offer no K)
+    takes_k: ClassVar[bool] = True
     #: "faithful", "baseline", or "not yet faithful: <why>" — shown in the UI and README
     fidelity: ClassVar[str] = "faithful"
     #: deep methods train for epochs and produce live curves/snapshots

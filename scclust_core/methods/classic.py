@@ -84,6 +84,7 @@ class Leiden(_Classic[LeidenConfig]):
 
     citation = "Traag, Waltman & van Eck, Sci. Rep. 2019; Wolf et al., scanpy, Genome Biol. 2018"
     can_estimate_k = True
+    takes_k = False  # the resolution decides
 
     def train(self, data: Prepared, config: LeidenConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
         ad = data.adata

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-import json
-
 from .. import estimate
 from ..device import describe_devices
 from ..graph import leiden_k
 from ..jobs import TrainingJob, register_job
-from ..methods import describe_methods, get_method
+from ..config import MethodConfig
+from ..methods import ClusteringMethod, describe_methods, get_method
 from . import forms, live, state
+from .common import md_text
 
 K_METHOD = "method_pick_saved"
+#: the largest K the form offers (far above any cell-type count; the method's own range still applies)
+MAX_K = 1000
 
 def method_picker() -> str:
     rows = {r["name"]: r for r in describe_methods()}
@@ -56,22 +58,23 @@ def _k_estimate() -> tuple[int, str]:
     """Label-free default K for this dataset (Leiden on the PCA graph), computed once and kept in the cache."""
     ws = state.workspace()
     fp = ws.fingerprint
-    path = ws.cache_dir / "k_estimate.json"
-    try:
-        got = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        got = {}
+    got = ws.read_cache("k_estimate.json", "json")  # None when absent or damaged (then recomputed)
+    got = got if isinstance(got, dict) else {}
     if got.get("fingerprint") != fp or "k" not in got:
         with st.spinner("Estimating a default number of clusters (Leiden on the PCA graph, label-free)…"):
             got = {"fingerprint": fp, "k": leiden_k(state.adata(), seed=0)}
-        path.write_text(json.dumps(got))
+        ws.write_cache("k_estimate.json", got)
     return int(got["k"]), "Leiden (resolution 1) on the kNN graph of 50 PCs, no labels used"
 
 
-def k_control(name: str) -> tuple[int | None, str]:
+def k_control(m: ClusteringMethod) -> tuple[int | None, str]:
     """Number of clusters: typed (default: the reference's count, else a label-free Leiden estimate), from the
-    reference annotation, or estimated by the method."""
-    m = get_method(name)
+    reference annotation, or estimated by the method; nothing for a method that does not take K."""
+    name = m.name
+    if not m.takes_k:
+        st.caption(f"{md_text(name)} finds the number of clusters itself: set its resolution in the hyperparameters "
+                   "below (higher → more, smaller clusters).")
+        return None, "not used"
     ad = state.adata()
     ref = state.reference()
     options = ["Type it"]
@@ -84,15 +87,16 @@ def k_control(name: str) -> tuple[int | None, str]:
     c1, c2 = st.columns([2, 1])
     default = 1 if n_ref else 0
     choice = c1.radio("Number of clusters (K)", options, index=min(default, len(options) - 1), horizontal=True,
-                      key=f"k_mode_{name}")
+                      key=f"k_mode_{name}", format_func=md_text)  # radio options render Markdown
     if choice == "Type it":
         typed_key = f"k_typed_{state.workspace().fingerprint}"
         if n_ref:
-            k0, source = n_ref, f"the number of {ref} categories"
+            k0, source = n_ref, f"the number of {md_text(ref)} categories"
         else:
             k0, source = _k_estimate()
-        k = c2.number_input("K", min_value=2, max_value=500, value=int(st.session_state.get(typed_key, k0)),
-                            key=f"k_value_{name}")
+        k_max = max(2, min(ad.n_obs - 1, MAX_K))  # a suggestion or a saved value beyond it never crashes the page
+        k_start = min(max(int(st.session_state.get(typed_key, k0)), 2), k_max)
+        k = c2.number_input("K", min_value=2, max_value=k_max, value=k_start, key=f"k_value_{name}")
         st.session_state[typed_key] = int(k)
         st.caption(f"Suggested K = {k0}: {source}." + ("" if int(k) == k0 else f" You typed {int(k)}."))
         return int(k), "typed"
@@ -101,8 +105,8 @@ def k_control(name: str) -> tuple[int | None, str]:
     return None, "estimated"
 
 
-def device_control(name: str) -> str:
-    spec = next((f for f in get_method(name).Config.field_specs() if f.name == "device"), None)
+def device_control(m: ClusteringMethod) -> str:
+    spec = next((f for f in m.Config.field_specs() if f.name == "device"), None)
     allowed = set(spec.choices) if spec is not None and spec.choices else {"cpu", "cuda"}
     devs = [d for d in describe_devices() if d["device"] in allowed]  # methods place models on cuda:0
     labels = {d["device"]: d["name"] + (f" · {d['memory_gib']} GiB" if d.get("memory_gib") else "") for d in devs}
@@ -112,14 +116,11 @@ def device_control(name: str) -> str:
                         help="What this server has: CUDA GPUs (name and memory) or the CPU.")
 
 
-def estimate_card(name: str, preset: str | None, params: dict, device: str) -> dict:
+def estimate_card(m: ClusteringMethod, preset: str | None, config: MethodConfig | None, device: str) -> dict:
     """Time and peak memory for the loaded data, preset, settings and device (shown before Start)."""
     ad = state.adata()
-    try:
-        cfg = get_method(name).Config.from_preset(preset, **params).to_dict()
-    except (TypeError, ValueError):
-        cfg = None
-    est = estimate.estimate(get_method(name), preset, ad.n_obs, ad.n_vars, device=device, config=cfg)
+    est = estimate.estimate(m, preset, ad.n_obs, ad.n_vars, device=device,
+                            config=config.to_dict() if config is not None else None)
     where = f"{ad.n_obs:,} cells × {ad.n_vars:,} genes on {device}"
     if est.seconds is None and est.mib is None:
         st.caption(f"No time estimate for {where}: {est.note}.")
@@ -130,20 +131,31 @@ def estimate_card(name: str, preset: str | None, params: dict, device: str) -> d
     return {"seconds": est.seconds, "mib": est.mib, "text": est.text(), "note": est.note}
 
 
-def start_job(name: str, preset: str | None, params: dict, k: int | None, device: str) -> TrainingJob:
-    """Validate the settings and start a background training job (raises ValueError with a clear message)."""
+def build_config(m: ClusteringMethod, preset: str | None, params: dict, k: int | None,
+                 device: str) -> tuple[MethodConfig | None, str | None]:
+    """The run's config, built once per page run: ``(config, None)``, or ``(None, why)`` for settings that do not
+    validate (the form shows why and Start says it cannot start)."""
+    try:
+        config = m.Config.from_preset(preset, **params, n_clusters=k, device=device)
+        config.validate()
+        return config, None
+    except (TypeError, ValueError) as exc:
+        return None, str(exc)
+
+
+def start_job(m: ClusteringMethod, preset: str | None, config: MethodConfig) -> TrainingJob:
+    """Check the data against the method and start a background training job (ValueError with a clear message)."""
     ad = state.adata()
-    m = get_method(name)
+    k = config.n_clusters
     if k is not None and k >= ad.n_obs:
         raise ValueError(f"K={k} is not smaller than the number of cells ({ad.n_obs}); choose a smaller K")
     if m.needs_counts:
         from ..preprocess import get_counts
 
         get_counts(ad)  # raises a clear message for normalised data
-    config = m.Config.from_preset(preset, **params, n_clusters=k, device=device)
     ws = state.workspace()
     ws.check_quota(what="Another run")  # a clear message (WorkspaceQuotaError is a ValueError) instead of a full disk
-    job = TrainingJob(ad, name, config, runs_root=ws.runs_dir, preset=preset, label_key=state.reference(),
+    job = TrainingJob(ad, m.name, config, runs_root=ws.runs_dir, preset=preset, label_key=state.reference(),
                       dataset_name=ws.load_state().get("dataset_name"), workspace=ws.id)
     register_job(job).start()
     st.session_state["last_started_run"] = job.run_id
@@ -151,20 +163,25 @@ def start_job(name: str, preset: str | None, params: dict, k: int | None, device
 
 
 def settings_and_start() -> None:
-    name = method_picker()
-    k, _ = k_control(name)
-    device = device_control(name)
+    """The method, K, device and hyperparameters; the estimate; Start. The method is looked up and its config
+    built once per page run."""
+    m = get_method(method_picker())
+    k, _ = k_control(m)
+    device = device_control(m)
     st.markdown("##### Hyperparameters")
-    preset, params = forms.config_form(name, key="cfg")
-    est = estimate_card(name, preset, params, device)
+    preset, params = forms.config_form(m.name, key="cfg")
+    config, problem = build_config(m, preset, params, k, device)
+    est = estimate_card(m, preset, config, device)
     running = state.active_job()
     c1, c2 = st.columns([1, 4])
     if c1.button("Start training", type="primary", icon=":material/play_arrow:", disabled=running is not None, key="start"):
         try:
-            job = start_job(name, preset, params, k, device)
+            if config is None:
+                raise ValueError(problem or "the settings are not valid")
+            job = start_job(m, preset, config)
             live.save_estimate(job.run_id, est)
             st.rerun()
         except ValueError as exc:
-            st.error(f"Cannot start: {exc}")
+            st.error(f"Cannot start: {md_text(exc)}")
     if running is not None:
         c2.caption("A run is training; you can cancel it below. Start the next one when it ends.")

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import md_plain
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -21,8 +22,9 @@ def _app(ws_id: str | None = None) -> AppTest:
 
 
 def _texts(at) -> str:
-    return " ".join(str(e.value) for kind in (at.markdown, at.info, at.success, at.warning, at.caption)
-                    for e in kind)
+    """What the page shows (data-derived text is Markdown-escaped in the source)."""
+    return md_plain(" ".join(str(e.value) for kind in (at.markdown, at.info, at.success, at.warning, at.caption)
+                             for e in kind))
 
 
 def test_pages_render_empty(ws_root):
@@ -125,10 +127,30 @@ def test_bad_settings_show_a_message(ws_root, tiny):
         assert not at.exception
         assert any("raw integer counts" in e.value for e in at.error)
     at.selectbox(key="method_pick").set_value("kmeans").run()
-    at.number_input(key="k_value_kmeans").set_value(400).run()
-    at.button(key="start").click().run()
+    assert at.number_input(key="k_value_kmeans").max == 149  # K cannot reach the number of cells
+
+
+def test_cluster_page_opens_on_the_consensus_and_survives_any_k_suggestion(ws_root, tiny, monkeypatch):
+    """The page opens on the first registered method (the consensus); a default-K suggestion above the form's
+    range (700 on 150 cells) is clamped, never a crash; Leiden offers a resolution, not a K it would ignore."""
+    from scclust_core.ui import cluster_ui
+    from scclust_core.workspace import Workspace
+
+    monkeypatch.setattr(cluster_ui, "leiden_k", lambda adata, seed=0: 700)
+    ws = Workspace.open("pagetest0005")
+    ws.set_dataset(tiny, "tiny")
+    at = _app(ws.id)
+    at.switch_page("pages/2_cluster.py").run()
     assert not at.exception
-    assert any("smaller K" in e.value for e in at.error)
+    assert at.selectbox(key="method_pick").value == "recommend"
+    at.selectbox(key="method_pick").set_value("kmeans").run()
+    assert not at.exception and at.number_input(key="k_value_kmeans").value == 149
+    assert "Suggested K = 700" in _texts(at)
+    at.selectbox(key="method_pick").set_value("leiden").run()
+    assert not at.exception
+    assert not any(r.key == "k_mode_leiden" for r in at.radio)
+    assert not any(w.key == "k_value_leiden" for w in at.number_input)
+    assert "finds the number of clusters itself" in _texts(at)
 
 
 def test_two_sessions_are_isolated(finished_ws):
@@ -152,7 +174,7 @@ def test_refresh_reattaches_to_a_running_job(finished_ws, monkeypatch):
     """A new session on the same workspace (browser refresh) shows the job that is still training."""
     import threading
 
-    import scclust_core.jobs as jobs_mod
+    import scclust_core.jobs.worker as jobs_worker
     from scclust_core.jobs import TrainingJob, register_job
 
     gate = threading.Event()
@@ -169,7 +191,7 @@ def test_refresh_reattaches_to_a_running_job(finished_ws, monkeypatch):
             raise NotImplementedError
 
     ws, _ = finished_ws
-    monkeypatch.setattr(jobs_mod, "get_method", lambda name: Blocking())
+    monkeypatch.setattr(jobs_worker, "get_method", lambda name: Blocking())
     from scclust_core.methods import get_method
 
     cfg = get_method("kmeans").Config.from_preset(None, n_clusters=3)
@@ -272,7 +294,7 @@ def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
 
     import numpy as np
 
-    import scclust_core.jobs as jobs_mod
+    import scclust_core.jobs.worker as jobs_worker
     from scclust_core.jobs import TrainingJob, register_job
     from scclust_core.methods._base import EpochLog, Snapshot
 
@@ -295,7 +317,7 @@ def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
         def prepare(self, adata, config):  # pragma: no cover - replaced by the job
             raise NotImplementedError
 
-    monkeypatch.setattr(jobs_mod, "get_method", lambda name: TwoEpochs())
+    monkeypatch.setattr(jobs_worker, "get_method", lambda name: TwoEpochs())
     from scclust_core.methods import get_method
 
     cfg = get_method("kmeans").Config.from_preset(None, n_clusters=3)
