@@ -305,6 +305,20 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
         ``on_train_begin`` as ``total_epochs``. An upper bound for methods that may stop early."""
         return 0
 
+    # ---------------------------------------------------------------- reuse (subclustering)
+    def cluster_embedding(self, z: np.ndarray, config: ConfigT) -> tuple[np.ndarray, dict]:
+        """Cluster a given embedding (a parent run's, restricted to some cells): ``(labels, extras)``.
+
+        Methods that learn their own representation cannot: they subcluster by recomputing on the cells' counts.
+        """
+        raise ValueError(f"{self.name} learns its own representation and cannot reuse a parent embedding: "
+                         "subcluster with mode 'recompute'")
+
+    @classmethod
+    def reuses_embedding(cls) -> bool:
+        """True when the method can cluster a given embedding (it overrides :meth:`cluster_embedding`)."""
+        return cls.cluster_embedding is not ClusteringMethod.cluster_embedding
+
     # ---------------------------------------------------------------- to implement
     @abstractmethod
     def prepare(self, adata: AnnData, config: ConfigT) -> Prepared:

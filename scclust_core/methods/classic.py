@@ -99,6 +99,14 @@ class Leiden(_Classic[LeidenConfig]):
             extras["note"] = "Leiden does not take K: n_clusters was ignored; tune the resolution instead."
         return ad.obsm["X_pca"], labels, extras
 
+    def cluster_embedding(self, z: np.ndarray, config: LeidenConfig) -> tuple[np.ndarray, dict]:
+        """Leiden on the kNN graph of a given embedding, with this config's neighbours and resolution."""
+        from ._blocks import leiden_on_embedding
+
+        labels = leiden_on_embedding(z, n_neighbors=config.n_neighbors, resolution=config.resolution,
+                                     seed=config.seed, flavor=config.flavor)
+        return labels, {}
+
 
 @register_method("kmeans")
 class KMeansPCA(_Classic[KMeansConfig]):
@@ -123,3 +131,11 @@ class KMeansPCA(_Classic[KMeansConfig]):
                     random_state=config.seed)
         labels = km.fit_predict(z)
         return z, labels, {"inertia": float(km.inertia_)}
+
+    def cluster_embedding(self, z: np.ndarray, config: KMeansConfig) -> tuple[np.ndarray, dict]:
+        """K-means on a given embedding with this config's K and restarts."""
+        if config.n_clusters is None:
+            raise ValueError("kmeans needs the number of clusters: set n_clusters (K)")
+        km = KMeans(n_clusters=config.n_clusters, n_init=config.n_init, max_iter=config.max_iter,
+                    random_state=config.seed)
+        return km.fit_predict(z).astype(np.int64), {"inertia": float(km.inertia_)}

@@ -242,6 +242,18 @@ class Recommend(ClusteringMethod[RecommendConfig]):
             raise ValueError("Cancelled before any candidate clustering finished; nothing to combine")
         return main, *self._combine(np.vstack(cands.parts), cands.names, config, cands.notes())
 
+    def cluster_embedding(self, z: np.ndarray, config: RecommendConfig) -> tuple[np.ndarray, dict]:
+        """The consensus of Leiden (every resolution) and K-means candidates on one given embedding."""
+        z = np.asarray(z, dtype=np.float32)
+        views, graphs, found_k = {"parent": z}, {}, {}
+        parts, names = [], []
+        for step in _view_plan("parent", 0, config):
+            lab = _run_candidate(step, views, graphs, found_k, config)
+            if lab is not None:
+                parts.append(np.unique(lab, return_inverse=True)[1].astype(np.int64))
+                names.append(_name(step, found_k))
+        return self._combine(np.vstack(parts), names, config, [])
+
     @staticmethod
     def _combine(p: np.ndarray, names: list[str], config: RecommendConfig, notes: list[str]):
         res = cons.consensus(p, n_clusters=config.n_clusters, k_max=config.k_max, max_cells=config.max_cells,
