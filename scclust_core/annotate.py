@@ -1,8 +1,8 @@
 """From clusters to cell types: name clusters from marker sets, or cells from a labelled reference.
 
 Marker sets (:func:`read_marker_sets`: a CSV ``cell_type,gene[,weight]`` or a GMT file; or a bundled set,
-:func:`bundled_marker_sets`) are scored per cell with scanpy's ``score_genes`` (mean log-expression of the set
-minus that of expression-matched control genes) and averaged per cluster. A cluster is proposed the type with
+:func:`bundled_marker_sets`) are scored per cell (:func:`score_cells`: the mean standardised log-expression of
+the set's genes, or scanpy's ``score_genes``) and averaged per cluster. A cluster is proposed the type with
 the highest mean score when that score is positive and beats the second by at least ``min_margin``; otherwise
 ``unassigned`` — never forced. Nothing is renamed here: :func:`apply_names` writes the accepted names.
 
@@ -34,7 +34,8 @@ __all__ = ["MarkerSets", "read_marker_sets", "bundled_marker_sets", "load_bundle
            "propose_names", "apply_names", "transfer_labels", "Transfer", "UNASSIGNED"]
 
 UNASSIGNED = "unassigned"
-#: cluster proposals need the best type's mean score to beat the second by this much (log-expression units)
+#: a cluster is named only when its best type's mean score beats the second by this much (standard deviations of
+#: the markers' expression for the default z-score; log-expression units for score_genes); chosen before measuring
 DEFAULT_MIN_MARGIN = 0.05
 _BUNDLED = Path(__file__).resolve().parent / "marker_sets"
 
@@ -128,13 +129,24 @@ def match_genes(markers: MarkerSets, var_names: Sequence[str]) -> tuple[dict[str
     return found, missing
 
 
-def score_cells(adata: AnnData, markers: MarkerSets, *, lognorm: AnnData | None = None,
-                seed: int = 0) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """Per cell and type the ``score_genes`` score (positive minus negative markers); and the missing genes."""
+def score_cells(adata: AnnData, markers: MarkerSets, *, lognorm: AnnData | None = None, seed: int = 0,
+                scoring: str = "zscore") -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """Per cell and type a marker score (positive markers minus negative ones); and the missing genes.
+
+    ``zscore`` (default): the mean of the markers' log-expression standardised per gene across the cells (clipped
+    at ±10). Each gene counts the same whatever its level, so one very abundant marker — insulin, which ambient
+    RNA puts in every islet cell — cannot make every cluster score as its type. ``score_genes``: scanpy's score
+    (mean log-expression minus expression-matched control genes), which such a gene dominates.
+    """
     import scanpy as sc
 
     found, missing = match_genes(markers, adata.var_names)
     ln = lognorm if lognorm is not None else lognormalized(adata)
+    if scoring not in ("zscore", "score_genes"):
+        raise ValueError(f"scoring must be 'zscore' or 'score_genes', got {scoring!r}")
+    genes_all = sorted({g for genes in found.values() for g in genes})
+    z = _zscores(ln[:, genes_all].X) if scoring == "zscore" else None
+    col = {g: i for i, g in enumerate(genes_all)}
     scores = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -142,15 +154,26 @@ def score_cells(adata: AnnData, markers: MarkerSets, *, lognorm: AnnData | None 
             total = np.zeros(ln.n_obs)
             for sign, chosen in ((1.0, [g for g, w in genes.items() if w > 0]),
                                  (-1.0, [g for g, w in genes.items() if w < 0])):
-                if chosen:
+                if not chosen:
+                    continue
+                if z is not None:
+                    total += sign * z[:, [col[g] for g in chosen]].mean(axis=1)
+                else:
                     sc.tl.score_genes(ln, chosen, score_name="_s", random_state=seed, use_raw=False)
                     total += sign * ln.obs["_s"].to_numpy(dtype=float)
             scores[cell_type] = total
     return pd.DataFrame(scores, index=adata.obs_names), missing
 
 
+def _zscores(x) -> np.ndarray:
+    x = _dense(x).astype(np.float64)
+    sd = x.std(axis=0)
+    sd[sd == 0] = 1.0
+    return np.clip((x - x.mean(axis=0)) / sd, -10, 10)
+
+
 def propose_names(adata: AnnData, groupby: str, markers: MarkerSets, *, min_margin: float = DEFAULT_MIN_MARGIN,
-                  seed: int = 0) -> pd.DataFrame:
+                  seed: int = 0, scoring: str = "zscore") -> pd.DataFrame:
     """One row per cluster of ``obs[groupby]``: the proposed type (or ``unassigned``), its mean score, the
     runner-up, the margin between them, the supporting markers, the cell count, and the genes not found.
 
@@ -158,7 +181,7 @@ def propose_names(adata: AnnData, groupby: str, markers: MarkerSets, *, min_marg
     """
     labels = _cluster_column(adata, groupby)
     ln = lognormalized(adata)
-    scores, missing = score_cells(adata, markers, lognorm=ln, seed=seed)
+    scores, missing = score_cells(adata, markers, lognorm=ln, seed=seed, scoring=scoring)
     found, _ = match_genes(markers, adata.var_names)
     rows = []
     for cluster in labels.cat.categories:
