@@ -23,7 +23,7 @@ from .metrics import UnusableLabelsWarning, evaluate, label_problem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BenchRow", "run_bench", "summarize", "find_datasets", "PeakRSS", "COLUMNS"]
+__all__ = ["BenchRow", "run_bench", "summarize", "find_datasets", "PeakRSS", "COLUMNS", "n_types"]
 
 COLUMNS = ["dataset", "method", "preset", "seed", "n_cells", "n_genes", "k", "k_found", "ari", "nmi", "ca",
            "silhouette", "seconds", "peak_rss_mb", "device", "status", "error"]
@@ -103,6 +103,23 @@ def find_datasets(path: str | Path) -> list[Path]:
     return [p]
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (after symlinks, ``..`` and hard links)."""
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+        return pa.resolve() == pb.resolve()
+    except OSError:
+        return False
+
+
+def n_types(truth) -> int:
+    """K: the categories that have cells. A categorical column keeps categories whose cells were removed
+    (subsetting, filtering), and counting those would ask for clusters of cell types that are not there."""
+    return int(truth.astype("category").cat.remove_unused_categories().cat.categories.size)
+
+
 def _config_for(name: str, *, k: int, seed: int, preset: str | None, sets: dict[str, str]):
     method = get_method(name)
     cls = method.Config
@@ -115,6 +132,25 @@ def _config_for(name: str, *, k: int, seed: int, preset: str | None, sets: dict[
     return cfg, use_preset
 
 
+def _check_args(data: str | Path, methods: list[str], seeds: int, sets: dict[str, str],
+                out: str | Path | None) -> list[Path]:
+    """Fail before any run: no seeds, unknown methods or --set keys, an output that is an input."""
+    if int(seeds) < 1:
+        raise ValueError(f"seeds must be at least 1 (got {seeds}): each seed is one run of each method")
+    for name in methods:
+        get_method(name)  # fail early on unknown names
+    if sets:
+        known = set().union(*({s.name for s in get_method(m).Config.field_specs()} for m in methods))
+        unknown = sorted(set(sets) - known)
+        if unknown:
+            raise ValueError(f"--set key(s) {unknown} belong to none of the methods {methods}")
+    files = find_datasets(data)
+    if out and any(_same_file(out, f) for f in files):
+        raise ValueError(f"--out '{out}' is one of the input datasets: writing the CSV would destroy it; "
+                         "choose another file name")
+    return files
+
+
 def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, preset: str | None = None,
               sets: dict[str, str] | None = None, label_key: str = "cell_type", out: str | Path | None = None,
               stream: TextIO | None = None) -> list[dict[str, Any]]:
@@ -125,16 +161,8 @@ def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, prese
     from .io import read
 
     stream = stream if stream is not None else sys.stderr
-    methods = list(methods)
-    sets = dict(sets or {})
-    for name in methods:
-        get_method(name)  # fail early on unknown names
-    if sets:
-        known = set().union(*({s.name for s in get_method(m).Config.field_specs()} for m in methods))
-        unknown = sorted(set(sets) - known)
-        if unknown:
-            raise ValueError(f"--set key(s) {unknown} belong to none of the methods {methods}")
-    files = find_datasets(data)
+    methods, sets = list(methods), dict(sets or {})
+    files = _check_args(data, methods, seeds, sets, out)
     rows: list[dict[str, Any]] = []
     writer = None
     fh = None
@@ -155,7 +183,7 @@ def run_bench(data: str | Path, methods: Iterable[str], *, seeds: int = 1, prese
             if problem:  # K comes from the annotation and scores against it: neither is possible
                 print(f"skip {path.name}: {problem}", file=stream, flush=True)
                 continue
-            k = int(truth.astype("category").cat.categories.size)
+            k = n_types(truth)
             for name in methods:
                 for seed in range(seeds):
                     done += 1

@@ -9,7 +9,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "MIN_SCALE_CELLS", "MAX_SCALE_CELLS"]
+
+#: ``scale --cells`` bounds: fewer cells than this cannot be clustered; more than the maximum would build a
+#: matrix (and an .h5ad) far past what the methods are benchmarked on and what one machine holds.
+MIN_SCALE_CELLS, MAX_SCALE_CELLS = 10, 5_000_000
 
 
 def _pairs(items: list[str] | None) -> dict[str, str]:
@@ -45,10 +49,51 @@ def _transpose(text: str) -> bool | None:
         f"--transpose expects true (rows are genes), false (rows are cells) or auto, got {text!r}")
 
 
+def _header(text: str) -> bool | None:
+    """Strict ``--header``: yes (the first line names the columns, even numbers), no (there is no header
+    row) or auto (first line is the header; numbers there are refused as a probably missing header)."""
+    low = text.strip().lower()
+    for value, words in ((True, _TRUE), (False, _FALSE), (None, _AUTO)):
+        if low in words and low not in ("genes", "cells"):
+            return value
+    raise argparse.ArgumentTypeError(
+        f"--header expects yes (first line names the columns, e.g. numeric Entrez ids), no (no header row) or "
+        f"auto, got {text!r}")
+
+
+def _int_between(flag: str, lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi], so a bad count fails before any work."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} expects a whole number, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo:,} and {hi:,}" if hi is not None else f"at least {lo:,}"
+            raise argparse.ArgumentTypeError(f"{flag} must be {bound}, got {value:,}")
+        return value
+    return parse
+
+
+def _check_out(out: Path, inputs: list[str]) -> None:
+    """The output is an .h5ad (HDF5 in a .csv misleads every tool) and is not an input (it would be lost)."""
+    from .bench import _same_file
+
+    if out.suffix.lower() != ".h5ad":
+        raise ValueError(f"--out '{out}' must end in .h5ad: the result is written as AnnData HDF5 "
+                         f"(e.g. --out {out.with_suffix('.h5ad').name})")
+    for src in inputs:
+        if _same_file(out, src):
+            raise ValueError(f"--out '{out}' is the input file: writing the result would overwrite the data it is "
+                             "read from; choose another file name")
+
+
 def _check_writable(path: Path, what: str) -> None:
     """Fail before training, not after, when the output cannot be written."""
     if path.is_dir():
         raise ValueError(f"{what} '{path}' is a directory: give a file name ending in .h5ad")
+    if path.exists() and not path.is_file() and os.access(path, os.W_OK):
+        return  # a device (/dev/null, a pipe) is written in place: its folder need not be writable
     parent = path.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -100,9 +145,10 @@ def _cmd_cluster(args) -> int:
     cfg.validate()
     out = Path(args.out)
     _check_writable(out, "--out")
+    _check_out(out, [args.input])
     if args.runs_dir:
         _check_writable(Path(args.runs_dir) / "check", "--runs-dir")
-    adata = io.read(args.input, transpose=args.transpose)
+    adata = io.read(args.input, transpose=args.transpose, header=args.header)
     report = io.read_report(adata)
     for line in (report.notes if report else []):
         print(f"read: {line}", file=sys.stderr)
@@ -141,6 +187,8 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     from . import io as scio
     from .scaling import resample_thinned
 
+    _check_writable(Path(args.out), "--out")
+    _check_out(Path(args.out), [args.data])
     out = resample_thinned(scio.read(args.data), args.cells, keep=args.keep, seed=args.seed)
     out.write_h5ad(args.out)
     print(f"{out.n_obs:,} cells × {out.n_vars:,} genes written to {args.out}")
@@ -180,12 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--transpose", default=None, type=_transpose, metavar="{true,false,auto}",
                    help="CSV/TSV only: true if rows are genes, false if rows are cells (default: auto, from the "
                         "names and totals; asks when they do not tell)")
+    c.add_argument("--header", default=None, type=_header, metavar="{yes,no,auto}",
+                   help="CSV/TSV only: yes if the first line names the columns even when it holds numbers (e.g. "
+                        "Entrez gene ids), no if there is no header row, auto (default) to refuse a numeric header")
     c.add_argument("--out", required=True, help="output .h5ad")
 
     b = sub.add_parser("bench", help="benchmark methods on labelled .h5ad files")
     b.add_argument("--data", required=True, help="a .h5ad file or a folder of them")
     b.add_argument("--methods", required=True, help="comma-separated method names")
-    b.add_argument("--seeds", type=int, default=1)
+    b.add_argument("--seeds", type=_int_between("--seeds", 1), default=1, help="runs per method (at least 1)")
     b.add_argument("--preset", default=None, help="preset for methods that have it (others use their default)")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field where it exists")
     b.add_argument("--label-key", default="cell_type")
@@ -193,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("scale", help="make a larger file for scale benchmarks: resampled cells, binomially thinned")
     s.add_argument("--data", required=True, help="a labelled .h5ad with raw counts in X")
-    s.add_argument("--cells", type=int, required=True)
+    s.add_argument("--cells", type=_int_between("--cells", MIN_SCALE_CELLS, MAX_SCALE_CELLS), required=True,
+                   help=f"cells in the output ({MIN_SCALE_CELLS:,} to {MAX_SCALE_CELLS:,})")
     s.add_argument("--keep", type=float, default=0.8, help="binomial thinning: share of each count kept")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output .h5ad")

@@ -2,7 +2,9 @@
 
 Only the files a 10x folder needs (``matrix.mtx``, ``features.tsv``/``genes.tsv``, ``barcodes.tsv``, each
 optionally ``.gz``) are written out; every member name is checked for path traversal; links are skipped;
-the number of members and the bytes they unpack to are capped before and while extracting.
+the number of members and the bytes they unpack to are capped before and while extracting: by the memory
+budget, by the read's temp-disk allowance, and by :data:`~.budget.MAX_COMPRESSION_RATIO` (per member from
+the compressed bytes it really consumed, and for the whole archive from its size on disk).
 """
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Callable
 
-from .budget import copy_capped, current_budget
+from .budget import check_ratio, copy_capped, current_budget
 from .errors import SUPPORTED_FORMATS_HINT, corrupt, fmt_bytes
 
 logger = logging.getLogger(__name__)
@@ -47,13 +49,14 @@ def check_member_name(name: str, archive: str) -> PurePosixPath | None:
     return PurePosixPath(*parts)
 
 
-def _copy_member(src: IO[bytes], dest_root: Path, rel: PurePosixPath, cap: int, what: str) -> int:
+def _copy_member(src: IO[bytes], dest_root: Path, rel: PurePosixPath, cap: int, what: str,
+                 consumed: Callable[[], int]) -> int:
     target = dest_root.joinpath(*rel.parts)
     if not target.resolve().is_relative_to(dest_root.resolve()):  # belt and braces
         raise ValueError(f"Archive member '{rel}' escapes the extraction folder: re-create the archive")
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "wb") as out:
-        return copy_capped(src, out, cap, what)
+        return copy_capped(src, out, cap, what, consumed=consumed)
 
 
 def _check_counts(n_members: int, declared: int, name: str) -> None:
@@ -73,10 +76,11 @@ def extract_zip(path: Path, dest: Path, label: str | None = None) -> None:
     """Extract the 10x files of archive ``path`` into ``dest``; ``label`` is the user's file name for messages."""
     name = label or path.name
     try:
-        with zipfile.ZipFile(path) as zf:
+        with open(path, "rb") as raw, zipfile.ZipFile(raw) as zf:
             infos = zf.infolist()
             _check_counts(len(infos), sum(i.file_size for i in infos), name)
-            left = _cap()
+            cap, size = _cap(), path.stat().st_size
+            written = 0
             for info in infos:
                 rel = check_member_name(info.filename, name)
                 mode = info.external_attr >> 16
@@ -84,8 +88,11 @@ def extract_zip(path: Path, dest: Path, label: str | None = None) -> None:
                     if stat.S_ISLNK(mode):
                         logger.warning("Skipping symlink '%s' in archive", info.filename)
                     continue
-                with zf.open(info) as src:
-                    left -= _copy_member(src, dest, rel, left, f"Archive '{name}'")
+                check_ratio(info.file_size, info.compress_size, f"Archive '{name}' (member '{rel}', as declared)")
+                with zf.open(info) as src:  # raw.tell() advances with the member's compressed bytes read
+                    written += _copy_member(src, dest, rel, cap - written, f"Archive '{name}' (member '{rel}')",
+                                            raw.tell)
+                check_ratio(written, size, f"Archive '{name}'")  # overlapping members can share compressed data
     except ValueError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, NotImplementedError,
@@ -97,12 +104,15 @@ def extract_tar(path: Path, dest: Path, label: str | None = None) -> None:
     """Extract the 10x files of archive ``path`` into ``dest``; ``label`` is the user's file name for messages."""
     name = label or path.name
     try:
-        with tarfile.open(path, mode="r:*") as tf:
-            n, declared, left = 0, 0, _cap()
+        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
+            n, declared, left, size = 0, 0, _cap(), path.stat().st_size
             for member in tf:  # streamed: a tar bomb is stopped at the caps, not listed in full first
                 n += 1
                 declared += member.size if member.isfile() else 0
                 _check_counts(n, declared, name)
+                # reaching (or skipping) this member inflates the stream up to its end: bound that by the file
+                check_ratio(member.offset_data + member.size, size, f"Archive '{name}' (up to member "
+                            f"'{member.name}', as declared)")
                 rel = check_member_name(member.name, name)
                 if rel is None or not member.isfile() or not _WANTED.match(rel.name):
                     if member.issym() or member.islnk():
@@ -112,7 +122,7 @@ def extract_tar(path: Path, dest: Path, label: str | None = None) -> None:
                 if src is None:
                     continue
                 with src:
-                    left -= _copy_member(src, dest, rel, left, f"Archive '{name}'")
+                    left -= _copy_member(src, dest, rel, left, f"Archive '{name}' (member '{rel}')", raw.tell)
     except ValueError:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error, RuntimeError) as exc:

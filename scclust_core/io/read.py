@@ -2,8 +2,8 @@
 
 Everything a reader decides on the user's behalf is kept as a :class:`~.report.ReadReport` in
 ``adata.uns['scclust_read']``; every failure is a ``ValueError`` whose message says what to do, including
-memory and disk failures (:func:`~.errors.resource_errors`) and files that declare more than the memory
-budget allows (:mod:`.budget`).
+memory and disk failures (:func:`~.errors.resource_errors`), files that declare more than the memory
+budget allows, and compressed input that inflates past the compression-ratio or temp-disk caps (:mod:`.budget`).
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def read(
     transpose: bool | None = None,
     sep: str | None = None,
     max_bytes: int | None = None,
+    header: bool | None = None,
 ) -> ad.AnnData:
     """Load a count matrix from a path or uploaded bytes into a validated cells × genes AnnData.
 
@@ -53,6 +54,10 @@ def read(
         Tables only: column separator; auto-detected (tab, comma, semicolon, whitespace) when ``None``.
     max_bytes
         Memory budget for this read; default ``SCCLUST_MAX_BYTES`` or half the available memory.
+    header
+        Tables only: ``True`` if the first line names the columns even when it holds numbers (e.g. Entrez
+        gene ids), ``False`` if there is no header row (columns are named ``col1``, ``col2``, …), ``None`` to
+        take the first line as the header and refuse numbers there (they usually mean a missing header).
 
     Returns
     -------
@@ -65,13 +70,18 @@ def read(
     """
     if transpose is not None and not isinstance(transpose, bool):
         raise ValueError(f"transpose must be True, False or None, got {transpose!r}")
+    if header is not None and not isinstance(header, bool):
+        raise ValueError(f"header must be True (first line names the columns), False (no header row) or None "
+                         f"(detect), got {header!r}")
+    opts = {"transpose": transpose, "sep": sep, "header": header}
     with budget_scope(max_bytes), report_scope() as notes:
-        adata, fmt, label = _read_source(source, filename, transpose=transpose, sep=sep)
+        adata, fmt, label = _read_source(source, filename, opts)
         adata.uns[UNS_KEY] = ReadReport(source=label, format=fmt, notes=list(notes)).to_uns()
     return adata
 
 
-def _read_source(source: Source, filename: str | None, *, transpose, sep) -> tuple[ad.AnnData, str, str]:
+def _read_source(source: Source, filename: str | None, opts: dict[str, Any]) -> tuple[ad.AnnData, str, str]:
+    """``opts``: the table options (transpose, sep, header) passed through to :func:`tables.read_table`."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
@@ -82,7 +92,7 @@ def _read_source(source: Source, filename: str | None, *, transpose, sep) -> tup
         if not path.exists():
             raise ValueError(f"File '{path}' does not exist: check the path")
         name = filename or path.name
-        return _read_path(path, name, transpose=transpose, sep=sep)
+        return _read_path(path, name, opts)
     data, name = _bytes_and_name(source, filename)
     if not data:
         raise ValueError(f"The file '{name or 'upload'}' is empty (0 bytes): upload a file with data")
@@ -92,7 +102,7 @@ def _read_source(source: Source, filename: str | None, *, transpose, sep) -> tup
         path = Path(tmp) / safe_basename(name)
         with resource_errors(name, len(data)):
             path.write_bytes(data)
-        return _read_path(path, name, transpose=transpose, sep=sep)
+        return _read_path(path, name, opts)
 
 
 def safe_basename(name: str) -> str:
@@ -123,18 +133,18 @@ def _bytes_and_name(source: Any, filename: str | None) -> tuple[bytes, str | Non
     )
 
 
-def _read_path(path: Path, name: str, *, transpose, sep) -> tuple[ad.AnnData, str, str]:
+def _read_path(path: Path, name: str, opts: dict[str, Any]) -> tuple[ad.AnnData, str, str]:
     """Dispatch a single file to its reader once extension and content agree."""
     label = PurePosixPath(name.replace("\\", "/")).name
     size = path.stat().st_size
     with warnings.catch_warnings(), resource_errors(label, size):
         # anndata warns about duplicate names on construction; ensure_unique_names says it better
         warnings.filterwarnings("ignore", message=r".* names are not unique", category=UserWarning)
-        adata, fmt = _dispatch(path, name, transpose=transpose, sep=sep)
+        adata, fmt = _dispatch(path, name, opts)
     return adata, fmt, label
 
 
-def _dispatch(path: Path, name: str, *, transpose, sep) -> tuple[ad.AnnData, str]:
+def _dispatch(path: Path, name: str, opts: dict[str, Any]) -> tuple[ad.AnnData, str]:
     if path.stat().st_size == 0:
         raise ValueError(f"The file '{name}' is empty (0 bytes): upload a file with data")
     by_content = detect.content_kind(path)
@@ -153,15 +163,16 @@ def _dispatch(path: Path, name: str, *, transpose, sep) -> tuple[ad.AnnData, str
         with tempfile.TemporaryDirectory(prefix="scclust_gz_") as tmp:
             plain = Path(tmp) / "table.txt"
             _gunzip(path, plain, name)
-            return finalize(tables.read_table(plain, name, transpose=transpose, sep=sep), origin="table"), \
+            return finalize(tables.read_table(plain, name, **opts), origin="table"), \
                 "gzipped text table"
-    return finalize(tables.read_table(path, name, transpose=transpose, sep=sep), origin="table"), "text table"
+    return finalize(tables.read_table(path, name, **opts), origin="table"), "text table"
 
 
 def _gunzip(src: Path, dst: Path, name: str) -> None:
+    """Inflate a gzip'd table into ``dst`` under the memory, temp-disk and compression-ratio caps."""
     try:
-        with gzip.open(src, "rb") as fin, open(dst, "wb") as fout:
-            copy_capped(fin, fout, current_budget(), f"'{name}'")
+        with open(src, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as fin, open(dst, "wb") as fout:
+            copy_capped(fin, fout, current_budget(), f"'{name}'", consumed=raw.tell)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise corrupt("table could not be decompressed", exc) from exc
 

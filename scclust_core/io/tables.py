@@ -26,6 +26,18 @@ _HEAD_LINES = 50
 _F32_MAX = float(np.finfo(np.float32).max)
 #: Pandas keeps per-column parser state and objects: a very wide table costs this much per column.
 _PER_COLUMN_BYTES = 2048
+#: Values pandas parses at once: large, because it pays per column and per chunk (4× smaller chunks made an
+#: 8,000-column table 2× slower), and bounded, because each value of the chunk costs the bytes below.
+_CHUNK_VALUES = 1 << 24
+#: Peak memory of a table read, measured (RSS sampled every 2 ms around ``read``) on dense-ish Poisson CSVs
+#: (58 % non-zero, 2.1 bytes of text per value): 2,000 × 8,000 → +451 MiB, 4,000 × 8,000 → +587 MiB (either
+#: orientation, 562–587 MiB), 10 % non-zero → +468 MiB; a tab-separated 2,000 × 2,000 → +93 MiB, the same
+#: whitespace-separated (python parser) → +140 MiB. That is ≈ 9 bytes per value kept (the float32 blocks and
+#: their stacked, or transposed, copy) plus ≈ 21 bytes per value of the chunk in flight (pandas' tokens, int64
+#: columns and their consolidated copy; ≈ 29 with the python parser): 9–14× the text, where the former
+#: estimate (2× the text) was 4.5–7× too low (a 57 MB CSV peaked at +583 MB).
+_KEPT_BYTES_PER_VALUE = 9
+_CHUNK_BYTES_PER_VALUE = {"c": 22, "python": 30}
 
 
 def _sep_name(sep: str) -> str:
@@ -162,17 +174,38 @@ def _numeric_block(frame: pd.DataFrame, name: str, cols: list[str], row0: int) -
         "0 or remove those rows/columns before uploading")
 
 
+def _engine(sep: str) -> str:
+    return "python" if sep == r"\s+" else "c"
+
+
+def _chunk_rows(n_values: int) -> int:
+    """Rows pandas parses at once: about :data:`_CHUNK_VALUES` values (fewer when the budget is small)."""
+    chunk_values = max(1 << 16, min(_CHUNK_VALUES, current_budget() // 32))
+    return max(1, min(100_000, chunk_values // max(n_values, 1)))
+
+
+def parse_peak_bytes(text_bytes: int, lines: list[str], n_header: int, n_cols: int, sep: str) -> float:
+    """Peak memory of parsing the table (see :data:`_KEPT_BYTES_PER_VALUE`): rows estimated from the text size
+    and the mean length of the first data lines, values kept plus the chunk in flight plus per-column state."""
+    data = lines[n_header:] or lines
+    mean_line = sum(len(x.encode("utf-8")) + 1 for x in data) / len(data)
+    head = sum(len(x.encode("utf-8")) + 1 for x in lines[:n_header])
+    n_rows = max(len(data), (text_bytes - head) / max(mean_line, 1.0))
+    n_values = n_rows * n_cols
+    in_flight = min(n_values, _chunk_rows(n_cols) * n_cols)
+    return (_KEPT_BYTES_PER_VALUE * n_values + _CHUNK_BYTES_PER_VALUE[_engine(sep)] * in_flight
+            + n_cols * _PER_COLUMN_BYTES)
+
+
 def _parse(path: Path, name: str, sep: str, skip: int, cols: list[str]):
     """Row names and the matrix (CSR when sparse), parsed in chunks so a sparse table never becomes dense."""
     n_values = len(cols)
-    # pandas pays per column and per chunk, so chunks are large (≈16M values, 128 MB as float64) but bounded
-    chunk_values = max(1 << 16, min(1 << 24, current_budget() // 32))
-    chunk_rows = max(1, min(100_000, chunk_values // max(n_values, 1)))
+    chunk_rows = _chunk_rows(n_values)
     rows: list[str] = []
     blocks = []
     reader = pd.read_csv(path, sep=sep, header=None, skiprows=skip, index_col=0, dtype={0: str},
                          chunksize=chunk_rows, encoding="utf-8-sig",
-                         engine="python" if sep == r"\s+" else "c")
+                         engine=_engine(sep))
     with reader:
         for chunk in reader:
             if chunk.shape[1] != n_values:
@@ -189,23 +222,35 @@ def _parse(path: Path, name: str, sep: str, skip: int, cols: list[str]):
     return rows, sp.vstack([sp.csr_matrix(b) for b in blocks], format="csr")
 
 
-def read_table(path: Path, name: str, *, transpose: bool | None, sep: str | None) -> ad.AnnData:
-    """Parse a delimited count table, check names and values, and orient it as cells × genes."""
+def _columns(lines: list[str], sep: str, header: bool | None) -> tuple[list[str], int]:
+    """Value-column names and how many leading lines are the header row (0 when ``header=False``)."""
+    if header is False:
+        return [f"col{j}" for j in range(1, len(_fields(lines[0], sep)))], 0
+    head = _fields(lines[0], sep)
+    n_fields = len(_fields(lines[1], sep)) if len(lines) > 1 else len(head)
+    return (head[1:] if n_fields == len(head) else head), 1
+
+
+def read_table(path: Path, name: str, *, transpose: bool | None, sep: str | None,
+               header: bool | None = None) -> ad.AnnData:
+    """Parse a delimited count table, check names and values, and orient it as cells × genes.
+
+    ``header``: ``True`` the first line names the columns even when it holds numbers (Entrez ids),
+    ``False`` there is no header row (columns named ``col1``…), ``None`` a header row whose names are checked.
+    """
     skip, lines = _head(path, name)
     sep = choose_sep(lines, name, sep)
     check_trailing(lines, sep, name)
-    header = _fields(lines[0], sep)
-    n_fields = len(_fields(lines[1], sep)) if len(lines) > 1 else len(header)
-    cols = header[1:] if n_fields == len(header) else header
-    if len(lines) < 2 or not cols:
-        raise ValueError(f"The table '{name}' has {max(len(lines) - 1, 0)} data rows and {len(cols)} value columns: "
-                         "it needs row names in the first column, a header row, and at least one row and column "
-                         "of counts")
+    cols, n_header = _columns(lines, sep, header)
+    if len(lines) <= n_header or not cols:
+        raise ValueError(f"The table '{name}' has {max(len(lines) - n_header, 0)} data rows and {len(cols)} value "
+                         "columns: it needs row names in the first column, a header row, and at least one row and "
+                         "column of counts")
     text = path.stat().st_size
-    require(2.0 * text + len(cols) * _PER_COLUMN_BYTES,
+    require(parse_peak_bytes(text, lines, n_header, len(cols), sep),
             f"The table '{name}' ({fmt_bytes(text)} of text, {len(cols):,} columns), parsed,")
     try:
-        rows, X = _parse(path, name, sep, skip + 1, cols)
+        rows, X = _parse(path, name, sep, skip + n_header, cols)
     except ValueError as exc:
         if isinstance(exc, UnicodeDecodeError):
             raise ValueError(f"The table '{name}' is not UTF-8 text: save it as UTF-8 CSV/TSV") from None
@@ -219,19 +264,30 @@ def read_table(path: Path, name: str, *, transpose: bool | None, sep: str | None
     if not rows:
         raise ValueError(f"The table '{name}' has 0 data rows and {len(cols)} value columns: it needs row names in "
                          "the first column, a header row, and at least one row and column of counts")
-    return _orient(X, rows, cols, name, sep, transpose)
+    return _orient(X, rows, cols, name, sep, transpose, header)
 
 
-def _orient(X, rows: list[str], cols: list[str], name: str, sep: str, transpose: bool | None) -> ad.AnnData:
-    notes = [f"Table: {_sep_name(sep)}-separated; column names from the header row, row names from the first column"]
-    for names, where, fix in (
-        (cols, "header row", ("header row", "Add a first row with the column names (cell barcodes or gene names).")),
-        (rows, "first column", ("row-name column",
-                                "Add a first column with the row names (gene names or cell barcodes).")),
-    ):
+def _name_notes(rows: list[str], cols: list[str], name: str, sep: str, header: bool | None) -> list[str]:
+    """Where the names come from; numeric names refused unless ``header`` says what the first line is."""
+    where_cols = {True: "the header row (header=True was given)", False: "their positions (header=False: no "
+                  "header row)", None: "the header row"}[header]
+    notes = [f"Table: {_sep_name(sep)}-separated; column names from {where_cols}, row names from the first column"]
+    header_fix = ("header row", "Add a first row with the column names (cell barcodes or gene names); if these "
+                  "numbers are the names (e.g. Entrez gene ids), say so: header=True (CLI: --header yes)")
+    checks = [(rows, "first column", ("row-name column",
+                                      "Add a first column with the row names (gene names or cell barcodes)."))]
+    if header is None:
+        checks.insert(0, (cols, "header row", header_fix))
+    for names, where, fix in checks:
         extra = orient.check_names(names, where, name, fix)
         if extra:
             notes.append(extra)
+    return notes
+
+
+def _orient(X, rows: list[str], cols: list[str], name: str, sep: str, transpose: bool | None,
+            header: bool | None = None) -> ad.AnnData:
+    notes = _name_notes(rows, cols, name, sep, header)
     _check_negative(X, rows, cols, name)  # refused either way round: say it before asking about orientation
     if _max_detected(X, 0) < 2 and _max_detected(X, 1) < 2:
         check_informative(X)  # the same failure either way round: say it before asking about orientation

@@ -1,12 +1,15 @@
 """10x Genomics matrix folders (``matrix.mtx`` + ``features.tsv``/``genes.tsv`` + ``barcodes.tsv``).
 
 The Matrix Market header is read first and checked against the feature/barcode files, the file's size and
-the memory budget before scipy allocates anything; the matrix stays sparse throughout.
+the memory budget before scipy allocates anything; the matrix stays sparse throughout. The header's claims
+are checked against the entries rather than trusted (:func:`_mmread`): values under an ``integer`` header are
+read as written, and a ``symmetric`` header over entries on both sides of the diagonal is refused.
 """
 from __future__ import annotations
 
 import csv
 import gzip
+import io
 import logging
 import re
 import tempfile
@@ -23,6 +26,7 @@ from .budget import copy_capped, current_budget, require
 from .detect import GZIP_MAGIC
 from .errors import corrupt, fmt_bytes
 from .report import note
+from .validate import sum_duplicates
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +58,8 @@ def _plain_copy(path: Path, tmp: Path) -> Path:
         return path
     out = tmp / path.name.removesuffix(".gz")
     try:
-        with gzip.open(path, "rb") as src, open(out, "wb") as dst:
-            copy_capped(src, dst, current_budget(), f"'{path.name}'")
+        with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as src, open(out, "wb") as dst:
+            copy_capped(src, dst, current_budget(), f"'{path.name}'", consumed=raw.tell)
     except (OSError, EOFError, zlib.error) as exc:
         raise corrupt(f"'{path.name}' could not be decompressed", exc) from exc
     return out
@@ -114,17 +118,99 @@ def _check_mtx(path: Path, rows: int, cols: int, nnz: int | None, offset: int) -
             f"'{path.name}' ({rows:,} × {cols:,} with {nnz:,} entries), read as a sparse matrix,")
 
 
+def mtx_banner(path: Path) -> tuple[str, str, str]:
+    """``(format, field, symmetry)`` of a Matrix Market file's first line, lower case, with the defaults."""
+    with open(path, "rb") as fh:
+        words = fh.readline(1024).decode("ascii", "replace").lower().split()[2:5]
+    fmt, field, symmetry = words + ["coordinate", "real", "general"][len(words):]
+    return fmt, field, symmetry
+
+
+class _NewBanner(io.RawIOBase):
+    """A Matrix Market file with its first line replaced, as a stream (the file on disk stays as it is)."""
+
+    def __init__(self, fh: IO[bytes], banner: bytes):
+        self._fh, self._head = fh, banner
+        first = fh.readline(4096)
+        if not first.endswith(b"\n"):
+            raise ValueError("first line of the Matrix Market file is too long")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._fh.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _check_banner(name: str, fmt: str, field: str, symmetry: str) -> None:
+    if field == "complex":
+        raise ValueError(f"'{name}' holds complex numbers (Matrix Market field 'complex'): counts are real "
+                         "numbers; re-export the count matrix")
+    if fmt == "array" and symmetry != "general":
+        raise ValueError(f"'{name}' is a dense Matrix Market array declared '{symmetry}' (one triangle stored, "
+                         "the rest mirrored from it): a count matrix is 'general'; re-export it, or change "
+                         f"'{symmetry}' to 'general' in its first line if it holds every value")
+
+
 def _mmread(path: Path):
+    """The matrix as written: read with the header's field as ``real`` and its symmetry as ``general``, so
+    neither truncation (``integer`` over 2.5) nor mirroring (``symmetric`` over both triangles) hides what the
+    entries say; then the claims are checked (:func:`_integer_claim`, :func:`_apply_symmetry`)."""
     import scipy.io
 
+    fmt, field, symmetry = mtx_banner(path)
+    _check_banner(path.name, fmt, field, symmetry)
+    read_as = "real" if field == "integer" else field
     try:
         with open(path, "rb") as fh:
-            mat = scipy.io.mmread(fh)
+            stream = io.BufferedReader(_NewBanner(fh, f"%%MatrixMarket matrix {fmt} {read_as} general\n".encode()))
+            mat = scipy.io.mmread(stream)
     except Exception as exc:  # noqa: BLE001 - any parser failure means an unreadable upload
         if isinstance(exc, MemoryError):
             raise
         raise corrupt(f"Matrix Market file '{path.name}' could not be parsed", exc) from exc
-    return sp.csr_matrix(mat) if sp.issparse(mat) else np.asarray(mat)
+    if field == "integer":
+        _integer_claim(mat, path.name)
+    if sp.issparse(mat):
+        return sum_duplicates(_apply_symmetry(sp.coo_matrix(mat), symmetry, path.name))
+    return np.asarray(mat)
+
+
+def _integer_claim(mat, name: str) -> None:
+    """An ``integer`` header over non-integer values: keep the values as written and say so."""
+    values = mat.data if sp.issparse(mat) else np.asarray(mat).ravel()
+    frac = values[values != np.round(values)]
+    if frac.size:
+        note(f"'{name}' declares integer values but holds {frac.size:,} that are not whole numbers (e.g. "
+             f"{float(frac[0]):g}): they were read as written (real numbers), not truncated")
+
+
+def _apply_symmetry(coo: sp.coo_matrix, symmetry: str, name: str) -> sp.coo_matrix:
+    """Mirror the one stored triangle as a symmetric header says; refuse when both triangles are stored."""
+    if symmetry == "general":
+        return coo
+    r, c, v = coo.row, coo.col, coo.data
+    upper, lower = np.flatnonzero(r < c), np.flatnonzero(r > c)
+    if upper.size and lower.size or coo.shape[0] != coo.shape[1]:
+        where = (f"holds entries on both sides of the diagonal (e.g. ({r[upper[0]] + 1}, {c[upper[0]] + 1}) and "
+                 f"({r[lower[0]] + 1}, {c[lower[0]] + 1}))" if upper.size and lower.size
+                 else f"is not square ({coo.shape[0]:,} × {coo.shape[1]:,})")
+        raise ValueError(
+            f"'{name}' declares a '{symmetry}' matrix (one triangle stored, the other mirrored from it) but "
+            f"{where}: read as declared its values would be wrong. A count matrix is 'general': change "
+            f"'{symmetry}' to 'general' in the file's first line, or re-export it")
+    off = r != c
+    sign = -1 if symmetry == "skew-symmetric" else 1
+    note(f"'{name}' declares a '{symmetry}' matrix: the stored triangle was mirrored, as its header says "
+         "(a count matrix is usually 'general')")
+    return sp.coo_matrix((np.concatenate([v, sign * v[off]]), (np.concatenate([r, c[off]]),
+                                                              np.concatenate([c, r[off]]))), shape=coo.shape)
 
 
 def read_mtx_dir(folder: Path, label: str | None = None) -> ad.AnnData:

@@ -1,5 +1,6 @@
 """The invariants every reader's result satisfies: cells × genes, finite non-negative values that fit in
-float32, at least one gene seen in two cells, unique string names, float32 X kept sparse when it is sparse.
+float32, at least one gene seen in two cells, unique string names, float32 X kept sparse when it is sparse,
+and no (cell, gene) position stored twice (duplicates are added up, with a note).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .describe import is_integer_counts
+from .report import note
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,8 @@ def finalize(adata: ad.AnnData, *, origin: str) -> ad.AnnData:
     if not (sp.issparse(X) or isinstance(X, np.ndarray)):
         X = np.asarray(X)
     if sp.issparse(X):
-        X = check_sparse(X)
+        n_stored = X.nnz
+        X = sum_duplicates(check_sparse(X), n_stored)
     values = X.data if sp.issparse(X) else X
     if values.dtype.kind not in "biuf":
         raise ValueError(
@@ -57,6 +60,20 @@ def check_sparse(X: Any) -> sp.csr_matrix:
     except (ValueError, IndexError, TypeError) as exc:
         raise ValueError(f"The sparse matrix in the file is inconsistent ({exc}): the file is corrupt or was written "
                          "by a broken tool; re-export it") from None
+    return X
+
+
+def sum_duplicates(X: Any, n_stored: int | None = None) -> sp.csr_matrix:
+    """CSR with entries stored more than once at one position added up, as Matrix Market and scipy define
+    them (kept apart, normalisation would see other values than every tool that sums them); noted when any.
+    ``n_stored``: the entries as stored before an earlier conversion (COO → CSR already adds them up)."""
+    n_stored = X.nnz if n_stored is None else n_stored
+    X = X.tocsr() if not sp.isspmatrix_csr(X) else X
+    X.sum_duplicates()
+    n_dup = n_stored - X.nnz
+    if n_dup > 0:
+        note(f"{n_dup:,} entries of the sparse matrix repeat a (row, column) position already stored: they were "
+             "added to it, as the Matrix Market and sparse formats define repeated entries")
     return X
 
 
@@ -153,8 +170,6 @@ def ensure_unique_names(adata: ad.AnnData) -> None:
             continue
         warnings.warn(f"{n_dup} duplicated {label} names were made unique by appending '-1', '-2', …",
                       UserWarning, stacklevel=3)
-        from .report import note
-
         note(f"{n_dup} duplicated {label} names were made unique by appending '-1', '-2', …")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
