@@ -197,7 +197,12 @@ def key_table(adata: AnnData) -> pd.DataFrame:
 
 
 def h5ad_bytes(adata: AnnData) -> bytes:
-    """The bytes of ``adata`` written as .h5ad (via :func:`scclust_core.io.write`, which makes obs/uns storable)."""
+    """The bytes of ``adata`` written as .h5ad (via :func:`scclust_core.io.write`, which makes obs/uns storable).
+
+    The file is written by a child process in the temporary folder (``$TMPDIR``): a full disk or the file-size
+    limit is a ``ValueError`` saying how much room there is (checked before writing), and h5py failing cannot crash
+    the server that runs the Export page.
+    """
     from .io import write
 
     with tempfile.TemporaryDirectory(prefix="scclust_export_") as tmp:
@@ -207,11 +212,14 @@ def h5ad_bytes(adata: AnnData) -> bytes:
 
 
 def labels_csv(obs_names: Sequence[str], runs: Sequence[RunExport]) -> str:
-    """CSV with one row per cell: ``cell`` then one column per run (edited labels)."""
+    """CSV with one row per cell: ``cell`` then one column per run (edited labels), spreadsheet-safe
+    (:func:`scclust_core.csv_safe.to_safe_csv`: names that start like a formula get a leading ``'``)."""
+    from .csv_safe import to_safe_csv
+
     df = pd.DataFrame({"cell": list(map(str, obs_names))})
     for r in runs:
         df[r.key] = pd.Series(r.labels).reset_index(drop=True).astype(object).to_numpy()
-    return df.to_csv(index=False)
+    return to_safe_csv(df)
 
 
 def run_json(record: dict[str, Any], edits: dict[str, str] | None = None) -> str:

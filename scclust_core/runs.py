@@ -8,7 +8,11 @@ A run directory ``<root>/<YYYYmmdd-HHMMSS>_<method>_s<seed>_<id>/`` holds
 - ``history.csv``: one row per epoch (named losses, display metrics, seconds), appended live;
 - ``labels.csv``, ``embedding.npy``, ``snapshots.npz`` when the run ends.
 
-Files are plain CSV/JSON/NPY (never pickles), so a run directory can be shared and inspected.
+Files are plain CSV/JSON/NPY (never pickles), so a run directory can be shared and inspected. Each is written
+atomically, and the length and sha256 of each data file are recorded (``files`` in ``result.json`` and
+``run.json``): a file cut short or changed later (a full disk, a crash, a copy gone wrong) makes the run *damaged*,
+reported with the file's name and what to do (:class:`RunFileError`), and never shown as a result. The JSON
+records themselves are checked by parsing them (a cut JSON does not parse; annotating one by hand stays possible).
 """
 from __future__ import annotations
 
@@ -30,12 +34,25 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_path, atomic_write_text
-from .methods._types import Callback, EpochLog, MethodResult, Snapshot
+from .results import Callback, EpochLog, MethodResult, Snapshot
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["seed_everything", "env_versions", "default_root", "RunRecorder", "RunRecord", "load_run",
-           "list_runs", "load_result", "save_result", "new_run_id", "validate_run_id"]
+           "list_runs", "load_result", "save_result", "new_run_id", "validate_run_id", "RunFileError"]
+
+#: data files of a finished run whose length and sha256 are recorded
+RESULT_FILES = ("embedding.npy", "labels.csv", "snapshots.npz", "history.csv")
+
+
+class RunFileError(ValueError):
+    """A file of a run directory is missing, cut short or changed: the message names it and says what to do."""
+
+
+def _damaged(path: Path, name: str, reason: str) -> RunFileError:
+    return RunFileError(
+        f"Run {path.name}: its file {name} is damaged ({reason}), so the run cannot be shown. Delete the run "
+        f"(Cluster page) and train it again, or restore {name} from a backup of {path}.")
 
 #: a run id is one path component: letters, digits, ``-`` and ``_`` (no dots, no separators), at most 128
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,127}")
@@ -167,9 +184,12 @@ class RunRecorder(Callback):
         _write_json(self.dir / "run.json", self.meta)
 
     def on_train_end(self, result: MethodResult) -> None:
+        from ._atomic import file_digest
+
         save_result(result, self.dir)
+        files = {n: file_digest(self.dir / n) for n in RESULT_FILES if (self.dir / n).exists()}
         self.meta.update(status=result.status, finished_at=_now(), metrics=result.metrics,
-                         seconds=result.seconds, n_clusters=result.n_clusters)
+                         seconds=result.seconds, n_clusters=result.n_clusters, files=files)
         _write_json(self.dir / "run.json", self.meta)
 
     def update(self, **fields: Any) -> None:
@@ -189,10 +209,39 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+def _result_bytes(result: MethodResult) -> int:
+    """About how many bytes :func:`save_result` writes (checked against the free space first)."""
+    snaps = sum(s.xy.nbytes + np.asarray(s.labels).nbytes * 2 for s in result.snapshots)
+    return int(result.embedding.nbytes * 1.05 + len(result.labels) * 24 + snaps + 2**20)
+
+
 def save_result(result: MethodResult, directory: str | Path) -> Path:
-    """Write labels.csv, embedding.npy, snapshots.npz and result.json of ``result`` into ``directory``."""
+    """Write labels.csv, embedding.npy, snapshots.npz and result.json of ``result`` into ``directory``.
+
+    ``result.json`` lists the length and sha256 of the other files (``files``), checked by :func:`load_result`.
+    A full disk is a :class:`~scclust_core._atomic.DiskFullError` (a ``ValueError``), before anything is written
+    when the free space is already short.
+    """
+    from ._atomic import check_free_space, disk_errors, file_digest
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    with disk_errors(d / "labels.csv", _result_bytes(result)):
+        check_free_space(d, _result_bytes(result))
+        _save_result_files(result, d)
+        _write_json(d / "result.json", {
+            "method": result.method, "config": result.config, "metrics": result.metrics, "status": result.status,
+            "device": result.device, "seconds": result.seconds, "started_at": result.started_at,
+            "finished_at": result.finished_at, "n_input_cells": result.n_input_cells,
+            "label_key": result.label_key,
+            "extras": {k: v for k, v in result.extras.items() if isinstance(v, (str, int, float, bool, list, dict))},
+            "files": {n: file_digest(d / n) for n in RESULT_FILES if (d / n).exists()},
+        })
+    return d
+
+
+def _save_result_files(result: MethodResult, d: Path) -> None:
+    """The data files of a result, each written atomically (a reader sees the old file or the new one)."""
     with atomic_path(d / "embedding.npy") as tmp, tmp.open("wb") as fh:
         np.save(fh, result.embedding)
     with atomic_path(d / "labels.csv") as tmp, tmp.open("w", newline="") as fh:
@@ -213,13 +262,6 @@ def save_result(result: MethodResult, directory: str | Path) -> Path:
     if len(pd_hist):
         with atomic_path(d / "history.csv") as tmp:
             pd_hist.to_csv(tmp, index=False)
-    _write_json(d / "result.json", {
-        "method": result.method, "config": result.config, "metrics": result.metrics, "status": result.status,
-        "device": result.device, "seconds": result.seconds, "started_at": result.started_at,
-        "finished_at": result.finished_at, "n_input_cells": result.n_input_cells, "label_key": result.label_key,
-        "extras": {k: v for k, v in result.extras.items() if isinstance(v, (str, int, float, bool, list, dict))},
-    })
-    return d
 
 
 @dataclass
@@ -243,7 +285,21 @@ class RunRecord:
 
     @property
     def has_result(self) -> bool:
-        return (self.path / "labels.csv").exists() and (self.path / "embedding.npy").exists()
+        """The result files are there and none is damaged (see :attr:`problem`)."""
+        return ((self.path / "labels.csv").exists() and (self.path / "embedding.npy").exists()
+                and not self.meta.get("damaged"))
+
+    def problem(self) -> str | None:
+        """Why this run's files cannot be trusted (a file cut short or missing), from their recorded lengths.
+
+        A ``stat`` per file, cheap enough for every listing; :func:`load_result` also checks the sha256.
+        """
+        from ._atomic import check_digest
+
+        for name, digest in sorted((self.meta.get("files") or {}).items()):
+            if isinstance(digest, dict) and (reason := check_digest(self.path / name, digest, full=False)):
+                return str(_damaged(self.path, name, reason))
+        return None
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -266,12 +322,19 @@ def load_run(path: str | Path, *, live_pids: set[int] | None = None) -> RunRecor
     """
     path = Path(path)
     meta = json.loads((path / "run.json").read_text())
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path / 'run.json'} is not a JSON object")
+    record = RunRecord(path, meta)
+    if meta.get("files") and meta.get("status") in ("completed", "cancelled") and (problem := record.problem()):
+        # shown as a failed run with the reason (which file, what to do), never as a result
+        meta.update(status="failed", error=problem, damaged=True)
+        logger.warning("%s", problem)
     if meta.get("status") in ("running", "queued"):
         pid = meta.get("pid")
         alive = (pid in live_pids) if live_pids is not None else (_pid_alive(pid) and meta.get("host") == socket.gethostname())
         if not alive:
             meta["status"] = "interrupted"
-    return RunRecord(path, meta)
+    return record
 
 
 def list_runs(root: str | Path | None = None, **kw) -> list[RunRecord]:
@@ -290,27 +353,20 @@ def list_runs(root: str | Path | None = None, **kw) -> list[RunRecord]:
 
 
 def load_result(path: str | Path) -> MethodResult:
-    """Rebuild a :class:`MethodResult` from a finished run directory (plain files, no pickle)."""
-    import pandas as pd
+    """Rebuild a :class:`MethodResult` from a finished run directory (plain files, no pickle).
 
+    Every file is checked first against its recorded length and sha256, and the labels against the embedding
+    (so a run written before checksums were recorded is checked too): a damaged file raises
+    :class:`RunFileError` naming it, instead of a result with missing cells.
+    """
     path = Path(path)
-    info = json.loads((path / "result.json").read_text())
-    labels_df = pd.read_csv(path / "labels.csv")
-    embedding = np.load(path / "embedding.npy", allow_pickle=False)
-    history: list[EpochLog] = []
-    if (path / "history.csv").exists():
-        hist = pd.read_csv(path / "history.csv")
-        for _, r in hist.iterrows():
-            losses = {c[5:]: float(r[c]) for c in hist.columns if c.startswith("loss_") and pd.notna(r[c])}
-            mets = {c[7:]: float(r[c]) for c in hist.columns if c.startswith("metric_") and pd.notna(r[c])}
-            history.append(EpochLog(int(r["epoch"]), str(r["phase"]), losses, mets, float(r["seconds"]),
-                                    float(r["elapsed"]), int(r["total_epochs"])))
-    snapshots: list[Snapshot] = []
-    snap_index = np.zeros(0, dtype=np.int64)
-    if (path / "snapshots.npz").exists():
-        with np.load(path / "snapshots.npz", allow_pickle=False) as z:
-            snap_index = z["index"]
-            snapshots = [Snapshot(int(e), str(p), xy, lab) for e, p, xy, lab in zip(z["epochs"], z["phases"], z["xy"], z["labels"])]
+    info = _read_result_info(path)
+    for name, digest in sorted((info.get("files") or {}).items()):
+        if isinstance(digest, dict) and (reason := _check(path / name, digest)):
+            raise _damaged(path, name, reason)
+    labels_df, embedding = _read_labels_embedding(path, info)
+    history = _read_history(path)
+    snapshots, snap_index = _read_snapshots(path)
     return MethodResult(
         method=info["method"], embedding=embedding, labels=labels_df["label"].to_numpy(np.int64),
         cell_index=labels_df["cell_index"].to_numpy(np.int64), n_input_cells=int(info["n_input_cells"]),
@@ -319,3 +375,86 @@ def load_result(path: str | Path) -> MethodResult:
         device=info["device"], seconds=float(info["seconds"]), started_at=info["started_at"],
         finished_at=info["finished_at"], label_key=info.get("label_key"), extras=info.get("extras", {}),
     )
+
+
+def _check(path: Path, digest: dict) -> str | None:
+    from ._atomic import check_digest
+
+    return check_digest(path, digest)
+
+
+def _read_result_info(path: Path) -> dict[str, Any]:
+    """``result.json``, with the recorded ``files`` of both it and ``run.json`` (either may be missing)."""
+    recorded: dict[str, Any] = {}
+    try:
+        recorded = (json.loads((path / "run.json").read_text()).get("files") or {})
+    except (OSError, ValueError, AttributeError):
+        pass  # no run record (a bare save_result directory): result.json's own list is used
+    recorded = recorded if isinstance(recorded, dict) else {}
+    try:
+        info = json.loads((path / "result.json").read_text())
+        info["n_input_cells"] = int(info["n_input_cells"])
+    except FileNotFoundError:
+        raise _damaged(path, "result.json", "it is missing") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise _damaged(path, "result.json", f"unreadable: {exc}") from None
+    own = info.get("files") if isinstance(info.get("files"), dict) else {}
+    info["files"] = {**own, **{k: v for k, v in recorded.items() if k in RESULT_FILES}}
+    return info
+
+
+def _read_labels_embedding(path: Path, info: dict[str, Any]):
+    """labels.csv and embedding.npy, checked against each other (one label per embedded cell, no gap)."""
+    import pandas as pd
+
+    try:
+        embedding = np.load(path / "embedding.npy", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise _damaged(path, "embedding.npy", f"unreadable: {exc}") from None
+    try:
+        labels_df = pd.read_csv(path / "labels.csv")
+        cells, labels = labels_df["cell_index"], labels_df["label"]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
+        raise _damaged(path, "labels.csv", f"unreadable: {exc}") from None
+    n = int(info["n_input_cells"])
+    if len(labels_df) != len(embedding):
+        raise _damaged(path, "labels.csv", f"{len(labels_df):,} labels for {len(embedding):,} embedded cells")
+    if cells.isna().any() or labels.isna().any() or len(labels_df) and not (
+            cells.between(0, n - 1).all() and cells.is_unique):
+        raise _damaged(path, "labels.csv", "missing or out-of-range values")
+    return labels_df, embedding
+
+
+def _read_history(path: Path) -> list[EpochLog]:
+    import pandas as pd
+
+    history: list[EpochLog] = []
+    if not (path / "history.csv").exists():
+        return history
+    try:
+        hist = pd.read_csv(path / "history.csv")
+        for _, r in hist.iterrows():
+            losses = {c[5:]: float(r[c]) for c in hist.columns if c.startswith("loss_") and pd.notna(r[c])}
+            mets = {c[7:]: float(r[c]) for c in hist.columns if c.startswith("metric_") and pd.notna(r[c])}
+            history.append(EpochLog(int(r["epoch"]), str(r["phase"]), losses, mets, float(r["seconds"]),
+                                    float(r["elapsed"]), int(r["total_epochs"])))
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
+        raise _damaged(path, "history.csv", f"unreadable: {exc}") from None
+    return history
+
+
+def _read_snapshots(path: Path) -> tuple[list[Snapshot], np.ndarray]:
+    import zipfile
+
+    snapshots: list[Snapshot] = []
+    snap_index = np.zeros(0, dtype=np.int64)
+    if not (path / "snapshots.npz").exists():
+        return snapshots, snap_index
+    try:
+        with np.load(path / "snapshots.npz", allow_pickle=False) as z:
+            snap_index = z["index"]
+            snapshots = [Snapshot(int(e), str(p), xy, lab)
+                         for e, p, xy, lab in zip(z["epochs"], z["phases"], z["xy"], z["labels"])]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise _damaged(path, "snapshots.npz", f"unreadable: {exc}") from None
+    return snapshots, snap_index

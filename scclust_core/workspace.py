@@ -11,7 +11,10 @@ The id is the only credential: it is unguessable, matched in full, and an id tha
     state.json              dataset name/fingerprint, reference annotation, cluster renames/merges per run,
                             and the user's choices per dataset fingerprint (re-uploading a file restores them)
     runs/<run_id>/          run records written by :class:`scclust_core.runs.RunRecorder`
-    cache/                  derived data (UMAP/t-SNE/PCA coordinates, marker tables); safe to delete
+    cache/                  derived data (UMAP/t-SNE/PCA coordinates, marker tables); safe to delete. Only
+                            :meth:`Workspace.write_cache` / :meth:`Workspace.read_cache` touch it: each file has a
+                            ``<name>.check.json`` sidecar (length + sha256), and a file that does not match it (cut
+                            short by a full disk, an older version's non-atomic write) is dropped and recomputed
 
 Nothing is lost: every write is atomic (unique temporary file + ``os.replace``), mutations hold a per-workspace
 lock (a thread lock plus ``fcntl.flock``, so two sessions or two server processes never interleave), and a new
@@ -19,6 +22,11 @@ dataset replaces the old one only once it is completely written (a full disk lea
 and runs as they were). Growth is bounded: the directory is created on the first write (not per page view),
 runs can be deleted, idle workspaces are swept after ``$SCCLUST_WORKSPACE_TTL_HOURS`` (default 720; 0 = never)
 and a workspace may hold at most ``$SCCLUST_WORKSPACE_QUOTA_MB`` (default 5000; 0 = no limit).
+
+A full disk is a :class:`~scclust_core._atomic.DiskFullError` (a ``ValueError`` saying how much room there is),
+checked before large writes; the dataset's HDF5 file is written by a child process (:func:`scclust_core.io.write`)
+so a crash of h5py cannot take the server down. An unreadable ``state.json`` is reported by :attr:`Workspace.problems`
+(the pages show it) and kept aside when the state is next changed.
 
 Nothing here imports Streamlit; the UI calls these functions and tests use them directly.
 """
@@ -41,7 +49,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._atomic import atomic_path, atomic_write_text
+from ._atomic import (atomic_path, atomic_write_bytes, atomic_write_text, bytes_digest, check_free_space,
+                      disk_errors, is_disk_full)
 
 try:  # POSIX: a lock other processes (a second server worker) respect too
     import fcntl
@@ -58,6 +67,10 @@ _ID_RE = re.compile(r"[0-9a-f]{32}")
 #: ids of earlier versions (8-40 lowercase letters/digits); only the sweeper recognises them, to clean up
 _LEGACY_ID_RE = re.compile(r"[a-z0-9]{8,40}")
 _MAX_CHOICES = 50  # datasets whose choices are remembered per workspace
+#: a cache file name: one path component of letters, digits, ``_ - .`` (never a sidecar's name)
+_CACHE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,200}")
+_CHECK_SUFFIX = ".check.json"
+CACHE_KINDS = ("json", "csv", "npy", "text", "bytes")
 
 
 class WorkspaceQuotaError(ValueError):
@@ -282,6 +295,69 @@ class Workspace:
     def state_path(self) -> Path:
         return self.dir / "state.json"
 
+    # ------------------------------------------------------------------ cache (derived data: safe to lose)
+    def cache_file(self, name: str) -> Path:
+        """Where cache ``name`` lives (one path component); read and write it with :meth:`read_cache` /
+        :meth:`write_cache` only, so every cache file is atomic, checked and cleaned up with its run."""
+        if not isinstance(name, str) or not _CACHE_NAME_RE.fullmatch(name) or name.endswith(_CHECK_SUFFIX):
+            raise ValueError(f"Invalid cache name {name!r}: expected letters, digits, '_', '-' or '.'")
+        return self.dir / "cache" / name
+
+    def write_cache(self, name: str, obj: Any) -> Path | None:
+        """Keep ``obj`` (DataFrame → CSV, ndarray → .npy, dict/list → JSON, str, bytes) as cache ``name``:
+        atomically, with a sidecar holding its length and sha256. Returns the path, or None when it could not be
+        kept (full disk, I/O error: logged; the caller still has ``obj``, it is only recomputed next time).
+
+        Cache names of a run start with ``<run_id>_`` (deleted with the run).
+        """
+        data = _encode_cache(obj)
+        path = self.cache_file(name)
+        try:
+            with self.lock():
+                atomic_write_bytes(path, data)
+                _write_json(_check_path(path), {**bytes_digest(data),
+                                                "written_at": datetime.now(timezone.utc).isoformat()})
+        except OSError as exc:
+            level = logging.WARNING if is_disk_full(exc) else logging.ERROR
+            logger.log(level, "Could not keep the cache %s (%s): it will be recomputed when needed", name, exc)
+            _unlink_cache(path)
+            return None
+        return path
+
+    def read_cache(self, name: str, kind: str, **options: Any) -> Any:
+        """Cache ``name`` read as ``kind`` (``json``, ``csv`` with ``pandas.read_csv`` ``options``, ``npy``,
+        ``text``, ``bytes``), or None when there is none. A file that does not match its sidecar (cut short by a
+        full disk, changed, written by an older version) or cannot be parsed is dropped with a log line, so the
+        caller recomputes it: a partial cache is never served."""
+        if kind not in CACHE_KINDS:
+            raise ValueError(f"Unknown cache kind {kind!r}: expected one of {', '.join(CACHE_KINDS)}")
+        path = self.cache_file(name)
+        try:
+            data = path.read_bytes()  # read once, checked and parsed from memory (no file swap in between)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return self._drop_cache(path, f"unreadable: {exc}", None)
+        problem = _cache_problem(path, data)
+        if problem is None:
+            try:
+                return _decode_cache(data, kind, options)
+            except (ValueError, OSError, EOFError, KeyError, UnicodeDecodeError) as exc:
+                problem = f"cannot be read as {kind}: {exc}"
+        return self._drop_cache(path, problem, data)
+
+    def _drop_cache(self, path: Path, reason: str, seen: bytes | None) -> None:
+        """Remove a bad cache file (``seen``: the bytes found bad) and its sidecar, unless a writer (holding the
+        lock) replaced it with a good one since we read it."""
+        with self.lock():
+            with contextlib.suppress(OSError):
+                now = path.read_bytes()
+                if now != seen and _cache_problem(path, now) is None:
+                    return None  # just replaced by a good one: kept; the caller recomputes this once
+            _unlink_cache(path)
+        logger.warning("Dropped the cache %s (%s): it is recomputed", path.name, reason)
+        return None
+
     # ------------------------------------------------------------------ state
     def load_state(self) -> dict[str, Any]:
         """The state (``{}`` when there is none or it cannot be read; a mutation then keeps the unreadable file)."""
@@ -303,14 +379,48 @@ class Workspace:
         return data
 
     def _state_for_update(self) -> dict[str, Any]:
-        """The state to modify (call under the lock). An unreadable file is moved aside, never overwritten."""
+        """The state to modify (call under the lock). An unreadable file is moved aside, never overwritten, and
+        the new state remembers it (:attr:`problems` keeps telling the user until they dismiss it)."""
         try:
             return self._read_state()
         except ValueError as exc:
             aside = self.state_path.with_name(f"state.unreadable-{int(time.time())}.json")
             os.replace(self.state_path, aside)
             logger.warning("%s; kept as %s, starting from an empty state", exc, aside.name)
-            return {}
+            return {"state_recovered": {"kept_as": aside.name, "error": str(exc).split(f"{self.state_path}: ", 1)[-1],
+                                        "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
+
+    @property
+    def state_warning(self) -> str | None:
+        """What the user must know about the workspace state: it is unreadable now (the reference annotation and
+        cluster renames are not applied), or it was and was started afresh. None when all is well."""
+        try:
+            state = self._read_state()
+        except ValueError as exc:
+            return (f"This workspace's saved state (state.json) is damaged and cannot be read "
+                    f"({str(exc).split(f'{self.state_path}: ', 1)[-1]}): your reference annotation and cluster renames are not "
+                    "applied. Set them again; the damaged file is kept (as state.unreadable-<time>.json) when you "
+                    "do, so an administrator can recover it.")
+        rec = state.get("state_recovered")
+        if not isinstance(rec, dict):
+            return None
+        return (f"This workspace's saved state was damaged ({rec.get('error', 'unreadable')}) and was started "
+                f"afresh on {rec.get('at', '?')}: the reference annotation and cluster renames set before then are "
+                f"lost; set them again. The damaged file is kept as {rec.get('kept_as', 'state.unreadable-*.json')} "
+                "in the workspace folder.")
+
+    @property
+    def problems(self) -> list[str]:
+        """Messages the pages show (``st.warning``) so that nothing is lost silently."""
+        warning = self.state_warning
+        return [warning] if warning else []
+
+    def dismiss_state_warning(self) -> None:
+        """The user has read :attr:`state_warning` about a state started afresh: stop showing it."""
+        with self.lock():
+            state = self._state_for_update()
+            if state.pop("state_recovered", None) is not None:  # an unreadable file is moved aside first
+                _write_json(self.state_path, state)
 
     def save_state(self, state: dict[str, Any]) -> None:
         with self.lock():
@@ -350,20 +460,25 @@ class Workspace:
         All or nothing: the new file and state are written to temporary files first and replace the old ones
         only when complete, so a failed write (disk full, quota) leaves the previous dataset, state and runs as
         they were. A new upload restores the choices made earlier for the same data (same fingerprint), else
-        clears them; QC filtering keeps the pre-filter copy and the current choices.
+        clears them; QC filtering keeps the pre-filter copy and the current choices. A full disk (checked first
+        against the estimated size) is a :class:`~scclust_core._atomic.DiskFullError`, a ``ValueError``; the
+        HDF5 file is written by a child process, so h5py failing cannot crash this one.
         """
         from .io import dataset_fingerprint, write
+        from .io.write import estimate_h5ad_bytes
 
         fp = dataset_fingerprint(adata)
-        with self.lock(), contextlib.ExitStack() as stack:
+        needed = estimate_h5ad_bytes(adata)
+        with disk_errors(self.dataset_path, needed), self.lock(), contextlib.ExitStack() as stack:
             state = self._state_for_update()
             old_bytes = self._file_bytes(self.dataset_path)
+            check_free_space(self.dataset_path, needed)
             state_tmp = stack.enter_context(atomic_path(self.state_path))
             data_tmp = stack.enter_context(atomic_path(self.dataset_path))
             write(adata, data_tmp)
             added = data_tmp.stat().st_size - old_bytes
             if filtered_from_original and not self.original_path.exists() and self.has_dataset():
-                orig_tmp = stack.enter_context(atomic_path(self.original_path))
+                orig_tmp = stack.enter_context(atomic_path(self.original_path, needed=old_bytes))
                 shutil.copyfile(self.dataset_path, orig_tmp)
                 added += old_bytes
             elif not filtered_from_original:
@@ -521,6 +636,63 @@ class Workspace:
                 _write_json(self.state_path, state)
             for f in self.cache_dir.glob(f"{run_id}_*"):
                 f.unlink()
+
+
+def _check_path(path: Path) -> Path:
+    return path.with_name(path.name + _CHECK_SUFFIX)
+
+
+def _unlink_cache(path: Path) -> None:
+    for p in (path, _check_path(path)):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _cache_problem(path: Path, data: bytes) -> str | None:
+    """What is wrong with cache ``data`` (read from ``path``) compared with its sidecar, or None."""
+    try:
+        check = json.loads(_check_path(path).read_text())
+    except FileNotFoundError:
+        return "no check file: written by an older version, or cut short"
+    except (OSError, ValueError) as exc:
+        return f"unreadable check file: {exc}"
+    if not isinstance(check, dict):
+        return "unreadable check file"
+    got = bytes_digest(data)
+    if check.get("size") != got["size"]:
+        return f"{got['size']:,} bytes, {check.get('size')} were written"
+    if check.get("sha256") != got["sha256"]:
+        return "its content changed (checksum differs)"
+    return None
+
+
+def _encode_cache(obj: Any) -> bytes:
+    """The bytes of a cache value: DataFrame → CSV, ndarray → .npy (no pickle), str, bytes, JSON otherwise."""
+    import io
+
+    if isinstance(obj, pd.DataFrame):
+        return obj.to_csv(index=False).encode("utf-8")
+    if isinstance(obj, np.ndarray):
+        buf = io.BytesIO()
+        np.save(buf, obj, allow_pickle=False)
+        return buf.getvalue()
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj)
+    if isinstance(obj, str):
+        return obj.encode("utf-8")
+    return json.dumps(obj, default=str).encode("utf-8")
+
+
+def _decode_cache(data: bytes, kind: str, options: dict[str, Any]) -> Any:
+    import io
+
+    if kind == "csv":
+        return pd.read_csv(io.BytesIO(data), **options)
+    if kind == "npy":
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    if kind == "json":
+        return json.loads(data.decode("utf-8"))
+    return data.decode("utf-8") if kind == "text" else data
 
 
 def _remember_choice(state: dict[str, Any], **choice: Any) -> None:

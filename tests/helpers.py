@@ -71,5 +71,36 @@ def workspace_with_run(ws, adata: AnnData, method: str, config, *, view: str = "
     job = TrainingJob(adata, method, config, runs_root=ws.runs_dir, label_key="cell_type", workspace=ws.id).start()
     assert job.join(timeout) and job.status == "completed", job.error
     emb = job.result.full_embedding()
-    np.save(ws.cache_dir / f"{job.run_id}_{view}.npy", emb[:, :2].astype(np.float32))
+    ws.write_cache(f"{job.run_id}_{view}.npy", emb[:, :2].astype(np.float32))  # checked cache (see Workspace)
     return ws, job.run_id
+
+
+def md_plain(text: str) -> str:
+    """The characters a reader sees in Markdown source ``text``: backslash escapes of ASCII punctuation removed
+    (the app escapes data-derived text with ``scclust_core.ui.common.md_text``)."""
+    import re
+
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(text))
+
+
+#: Hostile strings for the CSV/Markdown tests. "evil-" marks every URL, so a browser test can tell a fetch of one.
+FORMULAS = ["=cmd|' /C calc'!A0", "+SUM(1,2)", "-2+3", "@SUM(1,1)", '=HYPERLINK("http://127.0.0.1:9/evil-link","x")',
+            "\tTAB", "\rCR"]
+MD_IMAGE = "![x](http://127.0.0.1:9/evil-p.png)"
+MD_PAYLOADS = [MD_IMAGE, "[click](javascript:alert(1))", "**bold** _it_ `code` <b>b</b> $x$ # h | t ~~s~~"]
+#: anndata refuses "/" in obs column names: the column's image is a relative URL (fetched from the app server)
+HOSTILE_COLUMN = "ref ![c](evil-col.png) [click](javascript:alert(1)) **b**"
+HOSTILE_DATASET_NAME = f"{MD_IMAGE} **bold** [click](javascript:alert(1)).h5ad"
+
+
+def hostile_adata(adata: AnnData) -> AnnData:
+    """A copy of ``adata`` (with obs['cell_type']) whose first cell and gene names are spreadsheet formulas and
+    Markdown, with a reference column ``HOSTILE_COLUMN`` whose categories are Markdown (one per cell type)."""
+    ad = adata.copy()
+    names = FORMULAS + MD_PAYLOADS
+    ad.obs_names = names + list(ad.obs_names[len(names):])
+    ad.var_names = names + list(ad.var_names[len(names):])
+    types = sorted(ad.obs["cell_type"].astype(str).unique())
+    cats = (MD_PAYLOADS + FORMULAS)[:len(types)]
+    ad.obs[HOSTILE_COLUMN] = pd.Categorical(ad.obs["cell_type"].astype(str).map(dict(zip(types, cats))))
+    return ad

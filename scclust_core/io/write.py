@@ -1,8 +1,21 @@
-"""Writing ``.h5ad`` (after making obs/var/uns storable) and content fingerprints of a dataset."""
+"""Writing ``.h5ad`` (after making obs/var/uns storable) and content fingerprints of a dataset.
+
+HDF5 writes run in a child process (see :func:`write`): after h5py fails a write (full disk, ``RLIMIT_FSIZE``)
+the process that made it can segfault, then or at exit, and inside the Streamlit server that would end every
+user's session. The child crashing is reported as an error; the server lives on.
+"""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import threading
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -101,20 +114,147 @@ def _sanitize_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def write(adata: ad.AnnData, path: str | Path) -> Path:
-    """Save ``adata`` as gzip-compressed ``.h5ad`` after making obs/var/uns storable.
-
-    The input is not modified (a copy is written).
-    """
-    path = Path(path)
+def storable(adata: ad.AnnData) -> ad.AnnData:
+    """A copy of ``adata`` that h5ad can store (obs/var/uns sanitised); the input is not modified."""
     out = adata.copy()
     out.obs = _sanitize_frame(out.obs)
     out.var = _sanitize_frame(out.var)
     out.uns = sanitize_uns(dict(out.uns))
+    return out
+
+
+def write(adata: ad.AnnData, path: str | Path, *, in_child: bool = True) -> Path:
+    """Save ``adata`` as gzip-compressed ``.h5ad`` after making obs/var/uns storable (the input is not modified).
+
+    The free space is checked first against :func:`estimate_h5ad_bytes`; a full disk or the file-size limit is a
+    :class:`~scclust_core._atomic.DiskFullError` (a ``ValueError``). A regular file is replaced atomically (a
+    failure keeps the old one); a device such as ``/dev/full`` is written in place.
+
+    ``in_child`` (default): h5py runs in a child process (``python -c``) that reads the AnnData pickled over its
+    stdin, so nothing of HDF5 touches the caller. Measured on a 20,000 × 2,000 sparse AnnData (4 M stored values,
+    31 MB; 10.5 MB written): 0.61 s in process, 1.70-1.84 s in the child on an idle machine, i.e. about 1.1 s more
+    (0.9 s of it starting Python and importing anndata; medians 0.8-1.2 s vs 2.2-3.3 s with both cores busy);
+    +3 MB in the caller (the pickle is streamed, never held whole) and one copy of the data (+33 MB) in the child.
+    A forked child costs only ~0.05 s but is unsafe in a threaded server (a lock such as h5py's, held by another
+    session's read at fork time, would hang it); multiprocessing 'spawn' re-imports the app's main script and
+    sends the data as one in-memory pickle. ``in_child=False`` writes in this process (scripts, tests).
+    """
+    from .._atomic import atomic_path, check_free_space, disk_errors
+
+    path = Path(path)
+    out = storable(adata)
+    needed = estimate_h5ad_bytes(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out.write_h5ad(path, compression="gzip")
+    with disk_errors(path, needed):
+        check_free_space(path, needed)
+        regular = not path.exists() or path.is_file()
+        with atomic_path(path, needed=needed) if regular else contextlib.nullcontext(path) as target:
+            if in_child:
+                _write_in_child(out, Path(target), needed, shown=path)
+            else:
+                out.write_h5ad(target, compression="gzip")
     logger.info("Wrote %d cells × %d genes to %s", out.n_obs, out.n_vars, path)
     return path
+
+
+_CHILD = """
+import pickle, sys
+try:
+    adata = pickle.load(sys.stdin.buffer)
+    adata.write_h5ad(sys.argv[1], compression="gzip")
+except BaseException as exc:
+    sys.stderr.write(f"\\nSCCLUST-WRITE-ERROR errno={getattr(exc, 'errno', None)} {type(exc).__name__}: {exc}\\n")
+    sys.stderr.flush()
+    sys.exit(1)
+"""
+_CHILD_ERROR = re.compile(r"SCCLUST-WRITE-ERROR errno=(\S+) (\w+): (.*)", re.S)
+
+
+def _write_in_child(out: ad.AnnData, path: Path, needed: int, *, shown: Path) -> None:
+    """Write ``out`` to ``path`` with h5py in a child process; its failure is raised here (see :func:`write`)."""
+    flags = ["-P"] if sys.version_info >= (3, 11) else []  # -P: the cwd is not put on the child's sys.path
+    proc = subprocess.Popen([sys.executable, *flags, "-W", "ignore", "-c", _CHILD, str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        pickle.dump(out, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass  # the child stopped early: its stderr says why
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        code = proc.wait()
+        reader.join()
+    if code != 0:
+        raise _child_failure(shown, needed, code, b"".join(err).decode("utf-8", "replace"))
+
+
+def _child_failure(path: Path, needed: int, code: int, stderr: str) -> Exception:
+    """The error to raise for a writer child that exited with ``code`` (negative: killed by that signal)."""
+    from .._atomic import disk_full_error, free_bytes
+
+    found = _CHILD_ERROR.search(stderr)
+    err_no, kind, text = (found.group(1), found.group(2), found.group(3).strip()) if found else ("None", "", "")
+    cause = OSError(int(err_no), text) if err_no.isdigit() else (text or stderr.strip()[-300:])
+    low = f"{text} {stderr[-2000:]}".lower()
+    if (err_no in {"27", "28", "122"} or "no space left" in low or "file too large" in low
+            or code == -getattr(signal, "SIGXFSZ", 25)):
+        return disk_full_error(path, needed, cause)
+    free = free_bytes(path)
+    if code < 0 and free is not None and free < needed:
+        return disk_full_error(path, needed, f"the writer process was killed by signal {-code}")
+    if kind == "MemoryError":
+        return MemoryError(f"Out of memory while writing {path.name}")
+    if kind in ("ValueError", "TypeError", "KeyError"):
+        return ValueError(f"Cannot write {path.name}: {text}")
+    what = text or (f"killed by signal {-code}" if code < 0 else f"exit code {code}")
+    return OSError(int(err_no) if err_no.isdigit() else None, f"Writing {path.name} failed ({kind or 'writer'}: "
+                   f"{what[:300]})", str(path))
+
+
+_SAMPLE_BYTES = 256 * 1024
+
+
+def _arrays(adata: ad.AnnData) -> list[Any]:
+    """The arrays (numpy, or the buffers of sparse matrices) an .h5ad of ``adata`` stores."""
+    import scipy.sparse as sp
+
+    values: list[Any] = [adata.X]
+    for mapping in (adata.layers, adata.obsm, adata.varm, adata.obsp, adata.varp):
+        values.extend(mapping.values())
+    if adata.raw is not None:
+        values.append(adata.raw.X)
+    out: list[Any] = []
+    for v in values:
+        if sp.issparse(v):
+            out.extend(getattr(v, a) for a in ("data", "indices", "indptr", "row", "col") if hasattr(v, a))
+        elif isinstance(v, np.ndarray):
+            out.append(v)
+    return out
+
+
+def estimate_h5ad_bytes(adata: ad.AnnData) -> int:
+    """About how many bytes :func:`write` will put on disk: the arrays' bytes times the gzip ratio measured on a
+    256 KiB sample of each large array (zlib level 4, as h5py), plus obs/var and 10 % and 1 MB of margin."""
+    total = 0.0
+    for a in _arrays(adata):
+        if a.nbytes == 0:
+            continue
+        ratio = 1.0
+        if a.nbytes > _SAMPLE_BYTES and a.dtype.kind in "biufc" and a.ndim >= 1 and len(a):
+            row_bytes = max(1, a.nbytes // len(a))
+            start = len(a) // 2
+            sample = np.ascontiguousarray(a[start:start + max(1, _SAMPLE_BYTES // row_bytes)]).tobytes()
+            ratio = min(1.0, max(0.02, len(zlib.compress(sample, 4)) / max(1, len(sample))))
+        total += a.nbytes * ratio
+    for frame in (adata.obs, adata.var):
+        with contextlib.suppress(Exception):
+            total += float(frame.memory_usage(index=True, deep=True).sum())
+    return int(total * 1.1) + 2**20
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Small page helpers: error guard, empty-state messages, figure download buttons."""
+"""Small page helpers: error guard, empty-state messages, figure download buttons, text from the data."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
 import traceback
 
 import streamlit as st
@@ -15,6 +16,30 @@ logger = logging.getLogger(__name__)
 
 ROUTER_FLAG = "_via_router"
 ROUTER_FIX_TRIED = "_router_fix_tried"
+
+#: Characters that Streamlit's Markdown (GFM, LaTeX, its :color[…] directives) may read as markup. ":" too: GFM
+#: turns a bare ``http://…`` into a link whose text keeps the backslashes of the escapes inside it; ``http\://``
+#: (like ``www\.``, ``a@b\.c``) is no autolink.
+MD_SPECIAL = "\\`*_{}[]()#+-.!|<>~$&:"
+_MD_SPECIAL_RE = re.compile("([" + re.escape(MD_SPECIAL) + "])")
+_NEWLINES_RE = re.compile(r"\r\n|\r|\n")
+
+
+def md_text(value) -> str:
+    """``value`` as text for Markdown: shown as the same characters, never as markup.
+
+    Every string that comes from the data (file and dataset names, gene and cell names, annotation columns and
+    categories, layer names, error messages that quote them) goes through this before it is put into
+    ``st.markdown``/``caption``/``info``/``warning``/``error``/``success``/``subheader``, a widget, expander,
+    status or metric label, a tooltip, or radio options (all render Markdown): otherwise a category named
+    ``![x](http://host/p.png)`` makes every browser showing the page fetch that URL, and ``[click](javascript:…)``
+    or ``**bold**`` render as a link or markup. Each Markdown special character gets a backslash (CommonMark
+    shows a backslash-escaped ASCII punctuation character literally); line breaks become spaces, so that the
+    text cannot start a heading, list, table or code block on a line of its own. Selectbox and multiselect
+    options and dataframes are shown as plain text by Streamlit and need no escaping.
+    """
+    text = _NEWLINES_RE.sub(" ", str(value))
+    return _MD_SPECIAL_RE.sub(r"\\\1", text)
 
 
 def page_setup() -> None:
@@ -50,7 +75,7 @@ def guard(what: str):
         yield
     except Exception as exc:  # noqa: BLE001 - the page must never turn into a traceback
         logger.exception("%s failed", what)
-        st.error(f"**{what} failed.** {friendly_error(exc)}")
+        st.error(f"**{what} failed.** {md_text(friendly_error(exc))}")
         details = "".join(traceback.format_exception(exc))[-4000:]
         try:
             with st.expander("Technical details"):

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from .. import metrics, plots
+from ..csv_safe import safe_csv
 from . import live, state
 
 
@@ -53,4 +54,5 @@ def leaderboard() -> None:
                  hide_index=True)
     st.caption("ARI/NMI/CA are computed against the reference annotation chosen when each run started "
                "(column 'reference'); silhouette is on each run's own embedding.")
-    st.download_button("Download the leaderboard (CSV)", df.to_csv(index=False), "leaderboard.csv", key="lb_dl")
+    st.download_button("Download the leaderboard (CSV)", safe_csv(df), "leaderboard.csv", mime="text/csv",
+                       key="lb_dl")

@@ -7,7 +7,7 @@ from .. import io as scio
 from .. import metrics, plots
 from ..preprocess import filter_cells_genes, qc_metrics
 from . import state
-from .common import guard
+from .common import guard, md_text
 
 UPLOAD_TYPES = ["h5ad", "h5", "zip", "tar", "tgz", "gz", "csv", "tsv", "txt", "mtx"]
 
@@ -51,21 +51,21 @@ K_PENDING = "_orient_pending"  # {"name", "data", "message", "preview"} of a tab
 
 def _read_upload(data: bytes, name: str, transpose: bool | None) -> bool:
     """Read an upload into the workspace; an unclear table orientation is parked for the user to confirm."""
-    with st.status(f"Reading {name} ({len(data) / 2**20:.1f} MB)…", expanded=False) as s:
+    with st.status(f"Reading {md_text(name)} ({len(data) / 2**20:.1f} MB)…", expanded=False) as s:
         try:
             ad = scio.read(data, filename=name, transpose=transpose)
         except scio.OrientationUnclearError as exc:
-            s.update(label=f"{name}: which way round is the table?", state="error")
+            s.update(label=f"{md_text(name)}: which way round is the table?", state="error")
             st.session_state[K_PENDING] = {"name": name, "data": data, "message": str(exc),
                                            "preview": exc.preview}
             return False
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app keeps its previous data
-            s.update(label=f"Could not read {name}", state="error")
-            st.session_state["_upload_error"] = f"Could not read **{name}**: {exc}"
+            s.update(label=f"Could not read {md_text(name)}", state="error")
+            st.session_state["_upload_error"] = f"Could not read **{md_text(name)}**: {md_text(exc)}"
             return False
         s.update(label="Saving to your workspace…")
         state.set_adata(ad, name)
-        s.update(label=f"Loaded {name}", state="complete")
+        s.update(label=f"Loaded {md_text(name)}", state="complete")
     return True
 
 
@@ -73,13 +73,13 @@ def orientation_confirm() -> None:
     """Show the table's corner and ask which axis holds cells, then read it with that explicit choice."""
     pending = st.session_state[K_PENDING]
     with st.container(border=True):
-        st.warning(f"**{pending['name']}: are the rows cells or genes?** The file does not say clearly, and reading it "
-                   "the wrong way round would cluster genes instead of cells. Look at the corner of the table "
-                   "and choose.")
+        st.warning(f"**{md_text(pending['name'])}: are the rows cells or genes?** The file does not say clearly, "
+                   "and reading it the wrong way round would cluster genes instead of cells. Look at the corner of "
+                   "the table and choose.")
         if pending.get("preview") is not None:
             st.dataframe(pending["preview"], key="orient_preview")
         with st.expander("Why the app could not tell"):
-            st.caption(pending["message"])
+            st.caption(md_text(pending["message"]))
         choice = st.radio("In this table, each row is", ["a cell (columns are genes)", "a gene (columns are cells)"],
                           index=None, key="orient_choice")
         if st.button("Read the table this way", key="orient_go", disabled=choice is None, type="primary"):
@@ -93,25 +93,26 @@ def read_notes_section(ad) -> None:
     report = scio.read_report(ad)
     if report is None or not report.notes:
         return
-    st.info(f"**How {report.source} was read** ({report.format}):\n" + "\n".join(f"- {n}" for n in report.notes))
+    st.info(f"**How {md_text(report.source)} was read** ({md_text(report.format)}):\n"
+            + "\n".join(f"- {md_text(n)}" for n in report.notes))
 
 
 def summary_section() -> None:
     ad = state.adata()
     summ = scio.describe(ad)
     info = state.dataset_state()
-    st.subheader(info.get("dataset_name", "Dataset"))
+    st.subheader(md_text(info.get("dataset_name", "Dataset")))
     cols = st.columns(4)
     cols[0].metric("Cells", f"{summ.n_cells:,}")
     cols[1].metric("Genes", f"{summ.n_genes:,}")
     cols[2].metric("Raw counts", "yes" if summ.counts_location else "no",
-                   help=f"Raw integer counts found in {summ.counts_location}" if summ.counts_location else
+                   help=f"Raw integer counts found in {md_text(summ.counts_location)}" if summ.counts_location else
                    "X looks normalised: count-based methods (most deep methods) need raw counts.")
     cols[3].metric("Annotation columns", len(summ.annotation_columns))
-    st.caption(summ.to_text())
+    st.caption(md_text(summ.to_text()))
     read_notes_section(ad)
     if summ.counts_location and summ.counts_location != "X":
-        st.caption(f"Raw counts for the deep methods and QC are taken from {summ.counts_location}.")
+        st.caption(f"Raw counts for the deep methods and QC are taken from {md_text(summ.counts_location)}.")
     if not summ.counts_location:
         st.warning("No raw counts: the deep methods need raw integer counts; only Leiden/K-means will run.")
     options = ["(none)"] + summ.annotation_columns
@@ -125,9 +126,10 @@ def summary_section() -> None:
     if new:
         problem = metrics.label_problem(ad.obs[new].to_numpy())
         if problem:
-            st.warning(f"'{new}' cannot score clusterings: {problem}.")
+            st.warning(f"'{md_text(new)}' cannot score clusterings: {problem}.")
         counts = ad.obs[new].astype(str).value_counts()
-        st.caption(f"{new}: {len(counts)} categories — " + ", ".join(f"{k} ({v})" for k, v in counts.head(12).items())
+        st.caption(f"{md_text(new)}: {len(counts)} categories — "
+                   + ", ".join(f"{md_text(k)} ({v})" for k, v in counts.head(12).items())
                    + (" …" if len(counts) > 12 else ""))
 
 
@@ -137,7 +139,7 @@ def qc_section() -> None:
     try:
         qc = qc_metrics(ad)
     except ValueError as exc:
-        st.info(f"QC plots need raw counts. {exc}")
+        st.info(f"QC plots need raw counts. {md_text(exc)}")
         return
     with st.form("qc_filter"):
         c = st.columns(5)

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from .. import embed, plots
+from ..csv_safe import safe_csv
 from . import recommend_ui, state
 
 
@@ -15,13 +16,20 @@ def view_coords(run_id: str, kind: str, *, show_status: bool = True) -> np.ndarr
     ``show_status=False`` inside another ``st.status`` (Streamlit does not nest them).
     """
     res = state.result(run_id)
-    cache = state.workspace().cache_dir / f"{run_id}_{kind.replace('-', '').lower()}.npy"
-    if cache.exists() or not show_status:
-        return embed.cached(res.full_embedding(), kind, cache, seed=int(res.config.get("seed", 0) or 0))
-    with st.status(f"Computing the {kind} of the learned embedding ({res.embedding.shape[0]:,} cells × "
-                   f"{res.embedding.shape[1]} dims)…") as s:
-        xy = embed.cached(res.full_embedding(), kind, cache, seed=int(res.config.get("seed", 0) or 0))
-        s.update(label=f"{kind} ready", state="complete")
+    ws = state.workspace()
+    name = f"{run_id}_{kind.replace('-', '').lower()}.npy"
+    emb, seed = res.full_embedding(), int(res.config.get("seed", 0) or 0)
+    xy = ws.read_cache(name, "npy")  # None when absent or damaged (then recomputed)
+    if xy is not None and xy.shape == (len(emb), 2):
+        return xy
+    if not show_status:
+        xy = embed.compute(emb, kind, seed=seed)
+    else:
+        with st.status(f"Computing the {kind} of the learned embedding ({res.embedding.shape[0]:,} cells × "
+                       f"{res.embedding.shape[1]} dims)…") as s:
+            xy = embed.compute(emb, kind, seed=seed)
+            s.update(label=f"{kind} ready", state="complete")
+    ws.write_cache(name, xy)
     return xy
 
 
@@ -88,8 +96,8 @@ def selection_panel(run_id: str, selected: np.ndarray) -> None:
         c2.plotly_chart(plots.composition_bar(state.adata().obs[ref].iloc[selected], title=f"{ref} of the selection"),
                         key="sel_ref")
     ids = pd.DataFrame({"cell": np.asarray(state.adata().obs_names)[selected]})
-    st.download_button("Download the selected cell ids (CSV)", ids.to_csv(index=False), "selected_cells.csv",
-                       key="sel_dl")
+    st.download_button("Download the selected cell ids (CSV)", safe_csv(ids), "selected_cells.csv",
+                       mime="text/csv", key="sel_dl")
 
 
 def rename_merge(run_id: str) -> None:

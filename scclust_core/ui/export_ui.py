@@ -8,7 +8,7 @@ import streamlit as st
 
 from .. import export, plots
 from . import state
-from .common import figure_downloads
+from .common import figure_downloads, md_text
 from .explore_ui import view_coords
 
 
@@ -73,7 +73,7 @@ def data_section() -> None:
                          + (f" ({note})" if note else ""), state="complete")
         got = st.session_state.get("_export_h5ad")
         if got and list(got[0]) == chosen and got[1] == with_lognorm:
-            st.download_button(f"Download {_stem()}_scclust.h5ad ({len(got[2]) / 2**20:.1f} MB)", got[2],
+            st.download_button(f"Download {md_text(_stem() + '_scclust.h5ad')} ({len(got[2]) / 2**20:.1f} MB)", got[2],
                                f"{_stem()}_scclust.h5ad", mime="application/octet-stream", key="exp_h5ad_dl")
             st.markdown("**What is in the file**")
             st.dataframe(got[3], hide_index=True)

@@ -10,6 +10,7 @@ import streamlit as st
 
 from .. import plots
 from . import recommend_ui, state
+from .common import md_text
 
 
 def fmt_time(s: float | None) -> str:
@@ -37,20 +38,12 @@ def clock(t: float | str | None) -> str:
 
 def save_estimate(run_id: str, est: dict) -> None:
     """Keep the estimate shown before Start next to the run (workspace cache), to compare with the actual time."""
-    import json
-
-    path = state.workspace().cache_dir / f"{run_id}_estimate.json"
-    path.write_text(json.dumps(est))
+    state.workspace().write_cache(f"{run_id}_estimate.json", est)
 
 
 def load_estimate(run_id: str) -> dict | None:
-    import json
-
-    path = state.workspace().cache_dir / f"{run_id}_estimate.json"
-    try:
-        return json.loads(path.read_text()) if path.exists() else None
-    except (OSError, ValueError):
-        return None
+    got = state.workspace().read_cache(f"{run_id}_estimate.json", "json")  # None when absent or damaged
+    return got if isinstance(got, dict) else None
 
 
 def reference_for(snapshot_index, label_key: str | None):
@@ -88,7 +81,7 @@ def _metric_cards(history, label_key: str | None) -> None:
         pts = scored[name]
         cur = pts[-1].metrics[name]
         delta = f"{cur - pts[-2].metrics[name]:+.3f}" if len(pts) > 1 else None
-        ref = f" vs {label_key}" if label_key and name != "silhouette" else ""
+        ref = f" vs {md_text(label_key)}" if label_key and name != "silhouette" else ""
         col.metric(f"{label}{ref} · epoch {pts[-1].epoch}", f"{cur:.3f}", delta,
                    help=f"the last point of the {label} curve below" + (
                        f"; the change is from epoch {pts[-2].epoch}" if len(pts) > 1 else ""))
@@ -169,7 +162,8 @@ def metrics_title(label_key: str | None) -> str:
 
 def grid_legend(label_key: str | None, with_reference: bool) -> str:
     """What the rows of the snapshot grid are coloured by, for its heading."""
-    return (f" — top: clusters at that epoch (colours matched across epochs); bottom: {label_key}" if with_reference
+    return (f" — top: clusters at that epoch (colours matched across epochs); bottom: {md_text(label_key)}"
+            if with_reference
             else " — clusters at that epoch (colours matched across epochs)")
 
 
@@ -189,7 +183,8 @@ def training_view(history, snapshots, snapshot_index, *, label_key: str | None, 
     with t2:
         color = "clusters"
         if ref is not None:
-            color = st.radio("Colour by", ["clusters", label_key], horizontal=True, key=f"{key}_pcol")
+            color = st.radio("Colour by", ["clusters", label_key], horizontal=True, key=f"{key}_pcol",
+                             format_func=md_text)  # radio options render Markdown
         st.plotly_chart(plots.snapshot_player(snapshots, ref, color_by=color, reference_name=label_key or ""),
                         key=f"{key}_player")
 
@@ -199,7 +194,7 @@ def run_summary(rec) -> None:
     m = rec.meta
     status = rec.status
     if status == "failed":
-        st.error(f"Run {rec.run_id} failed: {m.get('error') or 'unknown error'}")
+        st.error(f"Run {rec.run_id} failed: {md_text(m.get('error') or 'unknown error')}")
         return
     if status == "interrupted":
         st.warning(f"Run {rec.run_id} was interrupted (the server stopped while it was training); "

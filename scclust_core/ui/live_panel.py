@@ -10,6 +10,7 @@ from .. import plots
 from ..jobs import TrainingJob
 from ..methods import kind_of
 from . import recommend_ui
+from .common import md_text
 from .live import fmt_time, grid_legend, reference_for, clock, load_estimate, metrics_title, show_curves_image, \
     snapshot_heading
 
@@ -125,7 +126,7 @@ def _progress(job: TrainingJob, snap) -> None:
         info.append(f"{snap.info.get('n_cells', '?')} cells × {snap.info.get('n_genes', '?')} genes")
     st.caption(" · ".join(info))
     if snap.status == "failed":
-        st.error(f"The run failed: {snap.error}")
+        st.error(f"The run failed: {md_text(snap.error)}")
     est = load_estimate(job.run_id)
     if est:
         st.caption(f"Estimated before Start: {est['text']}")

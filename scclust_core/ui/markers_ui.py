@@ -8,21 +8,24 @@ import pandas as pd
 import streamlit as st
 
 from .. import markers, plots
+from ..csv_safe import safe_csv
 from . import state
+from .common import md_text
 
 
 def marker_table(run_id: str) -> pd.DataFrame:
     """Markers of the run's (renamed/merged) clusters, cached on disk per set of names."""
     ws = state.workspace()
     tag = hashlib.sha1(json.dumps(ws.edits(run_id), sort_keys=True).encode()).hexdigest()[:8]
-    path = ws.cache_dir / f"{run_id}_markers_{tag}.csv"
-    if path.exists():
-        return pd.read_csv(path, dtype={"cluster": str})
+    name = f"{run_id}_markers_{tag}.csv"
+    cached = ws.read_cache(name, "csv", dtype={"cluster": str})  # None when absent or damaged (recomputed)
+    if cached is not None:
+        return cached
     labels = state.labels(run_id)
     with st.status(f"Testing every gene in each of {labels.cat.categories.size} clusters (Wilcoxon, one vs rest)…") as s:
         ln = state.lognorm()
         df = markers.rank_markers(state.adata(), labels, n_genes=100, lognorm=ln)
-        df.to_csv(path, index=False)
+        ws.write_cache(name, df)  # csv-safe: not offered, a cache read back verbatim
         s.update(label="Markers ready", state="complete")
     return df
 
@@ -43,7 +46,7 @@ def table_section(run_id: str, df: pd.DataFrame) -> None:
         "pct_in": st.column_config.NumberColumn("fraction in", format="%.2f"),
         "pct_out": st.column_config.NumberColumn("fraction out", format="%.2f"),
     })
-    st.download_button("Download markers (CSV)", df.to_csv(index=False), f"markers_{run_id}.csv", mime="text/csv",
+    st.download_button("Download markers (CSV)", safe_csv(df), f"markers_{run_id}.csv", mime="text/csv",
                        key="mk_dl")
 
 
@@ -69,5 +72,5 @@ def plots_section(run_id: str, df: pd.DataFrame) -> None:
     with t3:
         vg = genes[:6]
         if len(genes) > 6:
-            st.caption(f"Violins for the first 6 genes: {', '.join(vg)}")
+            st.caption(f"Violins for the first 6 genes: {', '.join(md_text(g) for g in vg)}")
         st.plotly_chart(plots.violin(markers.expression_long(ln, labels, vg)), key="mk_violin")

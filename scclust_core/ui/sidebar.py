@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from . import state
+from .common import md_text
 
 
 def card() -> None:
@@ -11,11 +12,18 @@ def card() -> None:
     info = ws.load_state()
     with st.sidebar:
         st.markdown("### :material/biotech: scclust")
+        problems = ws.problems  # e.g. a damaged state.json: the reference and renames are gone, say so
+        for problem in problems:
+            st.warning(md_text(problem), icon=":material/warning:")
+        if problems and st.button("Dismiss", key="ws_problems_ok", help="Start a fresh state (the damaged file "
+                                  "is kept) and stop showing this message"):
+            ws.dismiss_state_warning()
+            st.rerun()
         if ws.has_dataset():
-            st.markdown(f"**Data:** {info.get('dataset_name', 'dataset')}  \n"
+            st.markdown(f"**Data:** {md_text(info.get('dataset_name', 'dataset'))}  \n"
                         f"{info.get('n_cells', 0):,} cells × {info.get('n_genes', 0):,} genes")
             ref = info.get("reference")
-            st.caption(f"Reference annotation: {ref or 'none'}")
+            st.caption(f"Reference annotation: {md_text(ref) if ref else 'none'}")
         else:
             st.caption("No data loaded yet.")
         job = state.active_job()

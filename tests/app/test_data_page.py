@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from helpers import md_plain
 from streamlit.testing.v1 import AppTest
 
 from scclust_core import io as scio
@@ -14,8 +15,9 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 def _texts(at) -> str:
-    return " ".join(str(e.value) for kind in (at.markdown, at.info, at.success, at.warning, at.caption, at.error)
-                    for e in kind)
+    """What the page shows (data-derived text is Markdown-escaped in the source)."""
+    return md_plain(" ".join(str(e.value) for kind in (at.markdown, at.info, at.success, at.warning, at.caption,
+                                                       at.error) for e in kind))
 
 
 def _data_page(ws_id: str) -> AppTest:

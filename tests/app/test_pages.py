@@ -340,7 +340,7 @@ def test_live_view_while_training_names_every_number(finished_ws, monkeypatch):
         assert row["status"] == "training… epoch 2/10" and row["ARI"] == "–" and row["K"] == "–"
         assert "None" not in table.astype(str).to_numpy().ravel().tolist()
         assert row["started"].endswith("UTC") and not row["started"].startswith("00:00")
-        labels = [m.label for m in at.metric]
+        labels = [md_plain(m.label) for m in at.metric]  # the column name is Markdown-escaped
         assert "ARI vs cell_type · epoch 2" in labels
         texts = _texts(at)
         assert "Loss at epoch 2 (train): recon 0.5" in texts
