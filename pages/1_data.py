@@ -1,7 +1,7 @@
 import streamlit as st
 
 from scclust_core.ui import common, data_ui, state
-from scclust_core.ui.common import guard
+from scclust_core.ui.common import guard, show_table
 
 common.page_setup()
 st.title("Data")
@@ -21,6 +21,6 @@ with guard("Quality control"):
     data_ui.qc_section()
 
 with st.expander("Preview of the cell annotations (obs)"):
-    st.dataframe(state.adata().obs.head(50))
+    show_table(state.adata().obs.head(50))
 
 st.page_link("pages/2_cluster.py", label="Next: cluster the cells", icon=":material/arrow_forward:")

@@ -1,5 +1,6 @@
 import streamlit as st
 
+from scclust_core.ui.common import show_table
 from scclust_core.ui import cluster_ui, common, live, live_panel, state
 
 common.page_setup()
@@ -38,7 +39,7 @@ else:
 recs = state.runs()
 if recs and (not training or st.toggle(f"Show all runs on this dataset ({len(recs)})", key="runs_while_training")):
     st.subheader(f"All runs on this dataset ({len(recs)})")
-    st.dataframe(live.runs_table(recs), hide_index=True)
+    show_table(live.runs_table(recs), hide_index=True)
     st.caption("Scores are display only (against the reference annotation chosen at the start; silhouette on the "
                "run's own embedding); a dash means not known yet. Start times are UTC.")
     st.page_link("pages/3_explore.py", label="Explore the clusters", icon=":material/scatter_plot:")

@@ -136,3 +136,20 @@ def test_no_to_csv_in_the_ui_bypasses_the_helper():
         for no, line in enumerate(path.read_text().splitlines(), 1):
             if "to_csv(" in line:
                 assert "csv-safe: not offered" in line, f"{path.name}:{no}: use scclust_core.csv_safe.safe_csv"
+
+
+def test_every_table_shown_goes_through_show_table():
+    """st.dataframe's toolbar offers each table as a CSV: only ``common.show_table`` (a safe copy) may call it."""
+    for path in UI_FILES:
+        for no, line in enumerate(path.read_text().splitlines(), 1):
+            if "st.dataframe(" in line:
+                assert path.name == "common.py", f"{path.name}:{no}: show tables with common.show_table"
+
+
+def test_show_table_hands_streamlit_a_safe_copy(monkeypatch):
+    from scclust_core.ui import common
+
+    seen = {}
+    monkeypatch.setattr(common.st, "dataframe", lambda df, **kw: seen.setdefault("df", df))
+    common.show_table(pd.DataFrame({"gene": ["=cmd|' /C calc'!A0", "CD3E"], "lfc": [-1.5, 2.0]}))
+    assert seen["df"]["gene"].tolist() == ["'=cmd|' /C calc'!A0", "CD3E"] and seen["df"]["lfc"].tolist() == [-1.5, 2.0]

@@ -120,3 +120,12 @@ def figure_downloads(fig, name: str, key: str) -> None:
         cols[2].download_button(f"Download .{ext}", data, file_name=f"{name}.{ext}", mime=mime, key=f"{key}_dl")
         if note:
             st.warning(note)
+
+
+def show_table(df, **kwargs):
+    """``st.dataframe`` of a spreadsheet-safe copy: its toolbar offers the table as a CSV download, so a cell that
+    starts like a formula (``=``, ``+``, ``-``, ``@``) is shown and downloaded with a leading ``'``
+    (:func:`scclust_core.csv_safe.safe_frame`); numbers are untouched."""
+    from ..csv_safe import safe_frame
+
+    return st.dataframe(safe_frame(df) if hasattr(df, "columns") else df, **kwargs)

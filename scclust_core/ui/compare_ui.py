@@ -6,6 +6,7 @@ import streamlit as st
 
 from .. import metrics, plots
 from ..csv_safe import safe_csv
+from .common import show_table
 from . import live, state
 
 
@@ -50,7 +51,7 @@ def leaderboard() -> None:
         st.info("No finished runs yet.")
         return
     df = df.sort_values("ARI" if df["ARI"].notna().any() else "silhouette", ascending=False, na_position="last")
-    st.dataframe(live.as_text(df.drop(columns=["run"]).assign(run=df["run"].str.rsplit("_", n=1).str[-1])),
+    show_table(live.as_text(df.drop(columns=["run"]).assign(run=df["run"].str.rsplit("_", n=1).str[-1])),
                  hide_index=True)
     st.caption("ARI/NMI/CA are computed against the reference annotation chosen when each run started "
                "(column 'reference'); silhouette is on each run's own embedding.")

@@ -7,7 +7,7 @@ from .. import io as scio
 from .. import metrics, plots
 from ..preprocess import filter_cells_genes, qc_metrics
 from . import state
-from .common import guard, md_text
+from .common import guard, md_text, show_table
 
 UPLOAD_TYPES = ["h5ad", "h5", "zip", "tar", "tgz", "gz", "csv", "tsv", "txt", "mtx"]
 
@@ -77,7 +77,7 @@ def orientation_confirm() -> None:
                    "and reading it the wrong way round would cluster genes instead of cells. Look at the corner of "
                    "the table and choose.")
         if pending.get("preview") is not None:
-            st.dataframe(pending["preview"], key="orient_preview")
+            show_table(pending["preview"], key="orient_preview")
         with st.expander("Why the app could not tell"):
             st.caption(md_text(pending["message"]))
         choice = st.radio("In this table, each row is", ["a cell (columns are genes)", "a gene (columns are cells)"],

@@ -8,7 +8,7 @@ import streamlit as st
 
 from .. import export, plots
 from . import state
-from .common import figure_downloads, md_text
+from .common import figure_downloads, md_text, show_table
 from .explore_ui import view_coords
 
 
@@ -76,7 +76,7 @@ def data_section() -> None:
             st.download_button(f"Download {md_text(_stem() + '_scclust.h5ad')} ({len(got[2]) / 2**20:.1f} MB)", got[2],
                                f"{_stem()}_scclust.h5ad", mime="application/octet-stream", key="exp_h5ad_dl")
             st.markdown("**What is in the file**")
-            st.dataframe(got[3], hide_index=True)
+            show_table(got[3], hide_index=True)
             st.caption("CELLxGENE lists every `obsm['X_…']` key as a layout, so only 2-D views have that prefix; "
                        "learned embeddings are under `obsm['emb_…']` (for `sc.pp.neighbors(adata, use_rep=…)`).")
     with c2:

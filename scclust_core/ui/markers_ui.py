@@ -10,7 +10,7 @@ import streamlit as st
 from .. import markers, plots
 from ..csv_safe import safe_csv
 from . import state
-from .common import md_text
+from .common import md_text, show_table
 
 
 def marker_table(run_id: str) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def table_section(run_id: str, df: pd.DataFrame) -> None:
     show = df[df["rank"] <= n]
     if which != "all clusters":
         show = show[show["cluster"] == which]
-    st.dataframe(show, hide_index=True, height=380, column_config={
+    show_table(show, hide_index=True, height=380, column_config={
         "logfoldchange": st.column_config.NumberColumn("log2 fold change", format="%.2f"),
         "pval_adj": st.column_config.NumberColumn("adj. p-value", format="%.2e"),
         "pval": st.column_config.NumberColumn("p-value", format="%.2e"),

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ..methods import consensus_summary
+from .common import show_table
 from . import state
 
 __all__ = ["agreement_heatmap", "k_evidence_figure", "candidate_table", "selection_table", "candidate_progress",
@@ -95,7 +96,7 @@ def consensus_report(res, *, key: str) -> None:
     if info.get("selection"):
         with st.expander(f"Why this partition: kept **{info.get('chosen')}**, the proposal that agrees most with "
                          "all candidates"):
-            st.dataframe(selection_table(info), hide_index=True,
+            show_table(selection_table(info), hide_index=True,
                          column_config={"mean ARI with the candidates": st.column_config.NumberColumn(format="%.3f")})
     if info.get("k_estimated"):
         st.plotly_chart(k_evidence_figure(info), key=f"{key}_kev")
