@@ -23,6 +23,9 @@ def load_section() -> None:
             orient = st.radio("Rows of the table are", ["auto", "cells", "genes"], horizontal=True, key="orient",
                               help="auto: decided from the row/column names and totals; when they do not tell, "
                                    "the app shows the table's corner and asks.")
+            head = st.radio("The first row", ["auto", "names the columns", "is data"], horizontal=True,
+                            key="header_row", help="auto: a header row is recognised by its names; say 'names the "
+                                                   "columns' when they are numbers (e.g. Entrez gene ids).")
     with c2:
         st.write("")
         st.write("")
@@ -32,7 +35,8 @@ def load_section() -> None:
         st.session_state.pop("_upload_error", None)
         st.session_state.pop(K_PENDING, None)
         transpose = {"auto": None, "cells": False, "genes": True}[orient]
-        _read_upload(up.getvalue(), up.name, transpose)
+        header = {"auto": None, "names the columns": True, "is data": False}[head]
+        _read_upload(up.getvalue(), up.name, transpose, header=header)
     if st.session_state.get(K_PENDING):
         orientation_confirm()
     if st.session_state.get("_upload_error"):
@@ -49,11 +53,11 @@ def load_section() -> None:
 K_PENDING = "_orient_pending"  # {"name", "data", "message", "preview"} of a table whose orientation is unclear
 
 
-def _read_upload(data: bytes, name: str, transpose: bool | None) -> bool:
+def _read_upload(data: bytes, name: str, transpose: bool | None, *, header: bool | None = None) -> bool:
     """Read an upload into the workspace; an unclear table orientation is parked for the user to confirm."""
     with st.status(f"Reading {md_text(name)} ({len(data) / 2**20:.1f} MB)…", expanded=False) as s:
         try:
-            ad = scio.read(data, filename=name, transpose=transpose)
+            ad = scio.read(data, filename=name, transpose=transpose, header=header)
         except scio.OrientationUnclearError as exc:
             s.update(label=f"{md_text(name)}: which way round is the table?", state="error")
             st.session_state[K_PENDING] = {"name": name, "data": data, "message": str(exc),

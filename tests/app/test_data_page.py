@@ -67,3 +67,16 @@ def test_unclear_orientation_is_confirmed_with_a_preview(ws_root):
     np.testing.assert_array_equal(np.asarray(loaded.X.todense() if hasattr(loaded.X, "todense") else loaded.X),
                                   values.T)
     assert "because transpose=True was given" in _texts(at)
+
+
+def test_table_options_let_the_user_say_the_first_row_names_the_columns(ws_root):
+    """Numeric column names (Entrez ids) are a header only when the user says so: the option is on the page."""
+    ws = Workspace.create()
+    ws.dir.mkdir(parents=True)
+    at = _data_page(ws.id)
+    assert not at.exception
+    assert at.radio(key="header_row").options == ["auto", "names the columns", "is data"]
+    table = "g," + ",".join(str(i) for i in range(1, 31)) + "\n" + "\n".join(
+        f"c{r}," + ",".join(str((r * j) % 7) for j in range(1, 31)) for r in range(40))
+    got = scio.read(table.encode(), filename="entrez.csv", transpose=False, header=True)
+    assert list(got.var_names[:3]) == ["1", "2", "3"]
