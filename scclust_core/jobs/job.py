@@ -51,7 +51,8 @@ class TrainingJob:
 
     def __init__(self, adata: AnnData, method: str, config: Any, *, runs_root: str | Path,
                  preset: str | None = None, label_key: str | None = None, dataset_name: str | None = None,
-                 workspace: str | None = None, isolation: str | None = None):
+                 workspace: str | None = None, isolation: str | None = None, batch_key: str | None = None,
+                 integration: str | None = None):
         from ..io import dataset_fingerprint
         from ..runs import RunRecorder
 
@@ -60,6 +61,8 @@ class TrainingJob:
         self.config = config
         self.preset = preset
         self.label_key = label_key
+        #: several samples: the obs column of each cell's batch and the integration (``fit``'s own arguments)
+        self.fit_options = {"batch_key": batch_key, "integration": integration} if batch_key else {}
         self.workspace = workspace
         self._adata: AnnData | None = adata.copy()
         self._stop = threading.Event()
@@ -68,7 +71,7 @@ class TrainingJob:
         if dataset_name:
             fp["name"] = dataset_name
         self.recorder = RunRecorder(runs_root, method=method, seed=config.seed, preset=preset, dataset=fp,
-                                    label_key=label_key, extra={"status": "queued"})
+                                    label_key=label_key, extra={"status": "queued", **self.fit_options})
         self.run_id = self.recorder.run_id
         self.run_dir = self.recorder.dir
         self.state = JobState(self._stop, run_id=self.run_id, method=method)
@@ -175,13 +178,13 @@ class TrainingJob:
                           traceback=tb or "".join(traceback.format_exception(exc)))
 
     def _run_in_thread(self, callbacks: Callback) -> None:
-        result = worker.fit(self.method, self._adata, self.config, callbacks, self.label_key)
+        result = worker.fit(self.method, self._adata, self.config, callbacks, self.label_key, **self.fit_options)
         self.state.update(status=result.status, t_end=time.time())
 
     def _run_in_process(self, callbacks: Callback) -> None:
         env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
         payload = {"adata": self._adata, "method": self.method, "config": self.config,
-                   "label_key": self.label_key, "env": env}
+                   "label_key": self.label_key, "fit_options": dict(self.fit_options), "env": env}
         proc = WorkerProcess(payload, name=f"scclust-{self.run_id}")
         if self.cancel_requested:
             proc.request_stop()

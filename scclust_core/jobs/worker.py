@@ -35,9 +35,11 @@ PR_SET_PDEATHSIG = 1
 WATCH_EVERY_S = 1.0
 
 
-def fit(method: str, adata: AnnData, config: Any, callback: Callback, label_key: str | None) -> MethodResult:
-    """Fit a registered method (the one place a job resolves its method; tests replace ``get_method`` here)."""
-    return get_method(method).fit(adata, config, callback=callback, label_key=label_key)
+def fit(method: str, adata: AnnData, config: Any, callback: Callback, label_key: str | None,
+        **options: Any) -> MethodResult:
+    """Fit a registered method (the one place a job resolves its method; tests replace ``get_method`` here);
+    ``options``: ``batch_key`` / ``integration`` when the data holds several samples."""
+    return get_method(method).fit(adata, config, callback=callback, label_key=label_key, **options)
 
 
 def pid_alive(pid: int) -> bool:
@@ -117,7 +119,8 @@ def child_main(payload: dict[str, Any], events: Any, stop: Any) -> None:
     die_with_parents(payload["server_pid"])
     os.environ.update(payload["env"])
     try:
-        fit(payload["method"], payload["adata"], payload["config"], Forward(events, stop), payload["label_key"])
+        fit(payload["method"], payload["adata"], payload["config"], Forward(events, stop), payload["label_key"],
+            **payload.get("fit_options", {}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which records it
         tb = "".join(traceback.format_exception(exc))
         try:

@@ -26,6 +26,7 @@ from anndata import AnnData
 from ..config import MethodConfig
 from ..device import fit_threads, hold_threads, resolve_device
 from ..estimate import CostModel
+from ._batch import Integration
 from .. import metrics as _metrics
 from ._types import (Callback, CallbackList, CallbackProtocol, EpochLog, MethodCard, MethodResult,  # noqa: F401
                      Prepared, Snapshot)
@@ -83,6 +84,8 @@ class FitContext:
         self._stop = False
         self._prev_xy: np.ndarray | None = None
         self._last_epoch = 0
+        #: the fit's integration over the prepared cells (a consensus corrects each of its views with it)
+        self.integration: Integration = Integration()
 
     @property
     def n_sub(self) -> int:
@@ -280,6 +283,9 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
     summary_key: ClassVar[str | None] = None
     #: measured runs and how the cost grows with the config (:mod:`scclust_core.estimate`)
     cost: ClassVar[CostModel] = CostModel()
+    #: integrations of several samples this method can use (:mod:`._batch`); deep methods: Harmony on the learned
+    #: embedding before a final clustering there (their counts are never corrected)
+    integrations: ClassVar[tuple[str, ...]] = ("none", "harmony")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """``Config`` is the class's type argument (``ClusteringMethod[CICLConfig]``): written once, not twice."""
@@ -304,6 +310,11 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
         """Epochs the training plans across its phases (0 for non-deep methods); given to callbacks at
         ``on_train_begin`` as ``total_epochs``. An upper bound for methods that may stop early."""
         return 0
+
+    def integrate_input(self, data: Prepared, integ: Integration, config: ConfigT) -> Prepared:
+        """Correct the prepared input for the batches (a method that integrates before training overrides it);
+        by default nothing: a deep method is corrected after training (:meth:`Integration.finish`)."""
+        return data
 
     # ---------------------------------------------------------------- reuse (subclustering)
     def cluster_embedding(self, z: np.ndarray, config: ConfigT) -> tuple[np.ndarray, dict]:
@@ -330,18 +341,26 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
 
     # ---------------------------------------------------------------- shared driver
     def fit(self, adata: AnnData, config: ConfigT | None = None, *, callback: Callback | None = None,
-            label_key: str | None = None) -> MethodResult:
-        """Preprocess, train and cluster ``adata`` (not modified). See the module docstring."""
+            label_key: str | None = None, batch_key: str | None = None,
+            integration: str | None = None) -> MethodResult:
+        """Preprocess, train and cluster ``adata`` (not modified). See the module docstring.
+
+        ``batch_key``: the obs column of each cell's sample/batch; ``integration`` (default ``harmony`` with a batch
+        key): one of the method's :attr:`integrations` (:mod:`._batch`). Batch mixing joins the metrics.
+        """
         from ..runs import seed_everything
 
         cfg: ConfigT = config if config is not None else self.default_config()
         truth_all = self._check_inputs(adata, cfg, label_key)
+        integ = Integration.check(self, adata, batch_key, integration)
         device = resolve_device(cfg.device)
         with fit_threads(int(getattr(cfg, "torch_threads", 0) or 0), device) as threads:
             seed_everything(cfg.seed)
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
             t0 = time.perf_counter()
             data = self.prepare(adata, cfg)
+            integ = integ.for_cells(data.cell_index)
+            data = self.integrate_input(data, integ, cfg) if integ.active else data
             n = data.adata.n_obs
             k = cfg.n_clusters
             if k is not None and k >= n:
@@ -349,6 +368,7 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
             truth = truth_all[data.cell_index] if truth_all is not None else None
             ctx = FitContext(method=self.name, callback=callback, truth=truth, n_cells=n,
                              snapshot_every=cfg.snapshot_every, seed=cfg.seed, device=device)
+            ctx.integration = integ
             ctx.begin(self.planned_epochs(cfg))
             hold_threads(threads, device)  # preprocessing (scanpy) may have reset torch's thread count
             cell_index = np.asarray(data.cell_index, dtype=np.int64)
@@ -357,6 +377,7 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
                                          "total_epochs": ctx.total_epochs, "snapshot_index": cell_index[ctx.sub_idx]})
             seed_everything(cfg.seed)
             embedding, labels, extras = self.train(data, cfg, ctx)
+            embedding, labels = integ.finish(self, np.asarray(embedding, dtype=np.float32), np.asarray(labels), cfg)
         embedding = np.ascontiguousarray(embedding, dtype=np.float32)
         labels = _relabel(np.asarray(labels))
         if embedding.shape[0] != n or labels.shape[0] != n:
@@ -367,6 +388,8 @@ class ClusteringMethod(ABC, Generic[ConfigT]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", _metrics.UnusableLabelsWarning)  # kept in warns instead
             final = _metrics.evaluate(labels, truth=truth, embedding=embedding, warnings_out=warns)
+        final.update(integ.metrics(embedding, labels, truth, cfg.seed))
+        extras = {**(extras or {}), **integ.extras(labels)}
         extras = self._final_extras(extras, labels, k, threads, warns)
         result = MethodResult(
             method=self.name, embedding=embedding, labels=labels, cell_index=cell_index, n_input_cells=adata.n_obs,

@@ -30,6 +30,8 @@ def run_method(
     callback: Callback | None = None,
     key_added: str | None = None,
     label_key: str | None = None,
+    batch_key: str | None = None,
+    integration: str | None = None,
     record: bool | str | Path = False,
     **overrides: Any,
 ) -> MethodResult:
@@ -41,6 +43,10 @@ def run_method(
         A config of the method; default: ``preset`` (or the method's default preset) plus ``overrides``.
     label_key
         Reference annotation in ``obs``, used only for display metrics.
+    batch_key, integration
+        Several samples: the obs column of each cell's sample/batch, and how to integrate them (default
+        ``harmony``; one of the method's ``integrations``). Batch mixing (``batch_asw``, ``ilisi``) joins the
+        metrics, and ``obsm['X_' + key]`` is the embedding the final clustering used.
     record
         ``True`` (default root) or a directory: write a run record there (see :mod:`scclust_core.runs`).
 
@@ -63,9 +69,11 @@ def run_method(
 
         root = None if record is True else record
         recorder = RunRecorder(root, method=name, seed=config.seed, preset=preset, label_key=label_key,
-                               dataset=dataset_fingerprint(adata))
+                               dataset=dataset_fingerprint(adata),
+                               extra={"batch_key": batch_key, "integration": integration} if batch_key else None)
     try:
-        result = method.fit(adata, config, callback=CallbackList([recorder, callback]), label_key=label_key)
+        result = method.fit(adata, config, callback=CallbackList([recorder, callback]), label_key=label_key,
+                            batch_key=batch_key, integration=integration)
     except BaseException as exc:
         if recorder is not None:
             recorder.fail(exc)
@@ -100,6 +108,9 @@ def write_result(adata: AnnData, result: MethodResult, *, key_added: str, run_id
         "seconds": float(result.seconds),
         "label_key": result.label_key or "",
     }
+    integ = result.extras.get("integration")
+    if isinstance(integ, dict):  # several samples: how they were integrated travels with the labels
+        adata.uns[key_added]["integration"] = _h5ad_plain({k: v for k, v in integ.items() if v not in (None, [])})
     _write_consensus(adata, result, key_added)
     adata.uns[WRITTEN_KEYS] = sorted(set(_written_keys(adata)) | {key_added})
 

@@ -10,10 +10,12 @@ from anndata import AnnData
 from sklearn.cluster import KMeans
 
 from ..config import MethodConfig, param
+from ..integrate import bbknn_graph, combat
 from ..preprocess import recipe_classic
 from ..estimate import CostModel, Measured, measured_runs
 from ._types import MethodCard
 from ._base import ClusteringMethod, FitContext, Prepared
+from ._batch import Integration
 from ._params import kmeans_restarts, knn_neighbours, leiden_flavor_param, leiden_resolution_param
 from ._registry import register_method
 
@@ -59,12 +61,27 @@ class _Classic(ClusteringMethod[ConfigT]):
     fidelity = "baseline"
     needs_counts = False  # log-normalised input is accepted with a warning
     recipe = "normalize_total, log1p, top HVGs (seurat), scale (clip 10), PCA"
+    integrations = ("none", "harmony", "combat", "bbknn")
 
     def prepare(self, adata: AnnData, config: ConfigT) -> Prepared:
         """The standard scanpy recipe (normalise, log1p, HVGs, scale, PCA) on a copy."""
         ad = recipe_classic(adata, n_top_genes=config.n_top_genes, n_pcs=config.n_pcs,
                             max_value=config.scale_max or None, seed=config.seed)
         return Prepared(ad, ad.obs["cell_index"].to_numpy(np.int64))
+
+    def integrate_input(self, data: Prepared, integ: Integration, config: ConfigT) -> Prepared:
+        """Harmony on the PCs; ComBat on the scaled HVGs then PCA again (ComBat standardises each gene itself);
+        BBKNN: a batch-balanced graph of the PCs for Leiden. The uncorrected PCs stay in ``X_pca_uncorrected``."""
+        ad = data.adata
+        ad.obsm["X_pca_uncorrected"] = ad.obsm["X_pca"].copy()
+        if integ.name == "harmony":
+            ad.obsm["X_pca"] = integ.harmony(ad.obsm["X_pca"], config.seed)
+        elif integ.name == "combat":
+            combat(ad, integ.batches)
+            sc.pp.pca(ad, n_comps=ad.obsm["X_pca"].shape[1], random_state=config.seed)
+        elif integ.name == "bbknn":
+            ad.obsp["bbknn"] = bbknn_graph(ad.obsm["X_pca"], integ.batches, n_neighbors=getattr(config, "n_neighbors", 15))
+        return data
 
 
 @register_method("leiden")
@@ -88,9 +105,12 @@ class Leiden(_Classic[LeidenConfig]):
 
     def train(self, data: Prepared, config: LeidenConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
         ad = data.adata
-        sc.pp.neighbors(ad, n_neighbors=min(config.n_neighbors, ad.n_obs - 1), use_rep="X_pca",
-                        random_state=config.seed)
         kw = {"directed": False} if config.flavor == "igraph" else {}
+        if "bbknn" in ad.obsp:  # the batch-balanced graph replaces the plain kNN graph
+            kw["adjacency"] = ad.obsp["bbknn"]
+        else:
+            sc.pp.neighbors(ad, n_neighbors=min(config.n_neighbors, ad.n_obs - 1), use_rep="X_pca",
+                            random_state=config.seed)
         sc.tl.leiden(ad, resolution=config.resolution, flavor=config.flavor, n_iterations=config.n_iterations,
                      random_state=config.seed, key_added="leiden", **kw)
         labels = ad.obs["leiden"].astype(int).to_numpy()
@@ -124,6 +144,7 @@ class KMeansPCA(_Classic[KMeansConfig]):
         + (Measured("default", 1000, 900, None, 584, "one-run process"),))
 
     citation = "Lloyd 1982; Arthur & Vassilvitskii 2007 (k-means++); scikit-learn"
+    integrations = ("none", "harmony", "combat")  # BBKNN is a graph: K-means has none
 
     def train(self, data: Prepared, config: KMeansConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
         z = data.adata.obsm["X_pca"]

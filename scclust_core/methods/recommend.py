@@ -225,6 +225,8 @@ class Recommend(ClusteringMethod[RecommendConfig]):
 
     def train(self, data: Prepared, config: RecommendConfig, ctx: FitContext):
         views = _views(data.adata, config)
+        if ctx.integration.active:  # Harmony on every view (the PCs of each HVG set)
+            views = {s: ctx.integration.harmony(z, config.seed) for s, z in views.items()}
         plan = _candidate_plan({s: z.shape[1] for s, z in views.items()}, config)
         main = views[min(views, key=lambda s: abs(s - 2000))]  # the 2,000-HVG view (as the classic baselines)
         ctx.begin(len(plan))
