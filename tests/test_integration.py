@@ -109,3 +109,41 @@ def test_mixing_metrics_and_split_warnings_on_known_layouts() -> None:
         "s", integration="none")
     assert split_warnings(labels, b2) == ["cluster 2 is 100% s 'B' (which holds 10% of the cells): a batch effect "
                                           "or a s-specific population"]
+
+
+def test_read_many_joins_files_with_their_names_as_samples(tmp_path) -> None:
+    from scclust_core.samples import read_many
+
+    a, b = batched(60, seed=1), batched(60, seed=2)
+    b = b[:, 10:].copy()  # the second file lacks the first 10 genes
+    pa, pb = tmp_path / "donor_A.h5ad", tmp_path / "donor_B.h5ad"
+    a.write_h5ad(pa)
+    b.write_h5ad(pb)
+    got = read_many([pa, pb])
+    assert list(got.obs["sample"].cat.categories) == ["donor_A", "donor_B"] and got.n_obs == 240
+    assert got.obs_names.is_unique and got.n_vars == 140
+    assert got.uns["scclust_samples"]["genes_not_in_every_file"] == {"donor_A": 10, "donor_B": 0}
+    union = read_many([pa, pb.read_bytes()], filenames=[None, "donor_B.h5ad"], join="outer", names=["x", "y"])
+    assert union.n_vars == 150 and list(union.obs["sample"].cat.categories) == ["x", "y"]
+    other = b.copy()
+    other.var_names = [f"ENS{i}" for i in range(other.n_vars)]
+    other.write_h5ad(tmp_path / "c.h5ad")
+    with pytest.raises(ValueError, match="share no gene"):
+        read_many([pa, tmp_path / "c.h5ad"])
+    with pytest.raises(ValueError, match="at least two files"):
+        read_many([pa])
+
+
+def test_doublets_are_flagged_per_sample_never_dropped_silently() -> None:
+    from scclust_core.samples import doublet_clusters, drop_doublets, flag_doublets
+
+    ad = batched(150, seed=3)
+    table = flag_doublets(ad, batch_key="batch")
+    assert list(table["sample"]) == ["a", "b"] and table["cells"].sum() == ad.n_obs
+    assert ad.obs["doublet_score"].between(0, 1).all() and ad.obs["predicted_doublet"].dtype == bool
+    assert ad.n_obs == 300
+    kept = drop_doublets(ad)
+    assert kept.n_obs == 300 - int(ad.obs["predicted_doublet"].sum())
+    assert doublet_clusters(["0"] * 8 + ["1"] * 2, [False] * 8 + [True] * 2) == {"1": 1.0}
+    with pytest.raises(ValueError, match="too small"):
+        flag_doublets(batched(30), batch_key="batch")
