@@ -3,10 +3,12 @@
 A method is a :class:`ClusteringMethod` subclass with a config dataclass (``Config``), registered by name.
 ``fit(adata, config, callback=...)`` never mutates ``adata``; it returns a :class:`MethodResult` with the
 embedding, labels, per-epoch :class:`EpochLog` history (named loss components, display-only metrics),
-:class:`Snapshot` s of a fixed subsample in 2-D, and the config. The training loop of a method stays a plain
-``for epoch in ctx.phase(...)`` loop that calls :meth:`FitContext.emit`, which computes display metrics, takes
-aligned snapshots (lazily, on a fixed subsample), calls the callback and reports a cooperative cancel. The
-result/callback types live in the leaf module :mod:`._types`, the loop helpers in :mod:`._loop`.
+:class:`Snapshot` s of a fixed subsample in 2-D, and the config. ``fit`` runs, in order: input checks, ``prepare``,
+the input side of an integration (:mod:`._batch`), ``train``, the output side, final metrics. A deep method's
+``train`` is the one trainer shape of :mod:`._trainer` (phases of epochs reported through
+:meth:`FitContext.emit`, which computes display metrics, takes aligned snapshots lazily on a fixed subsample,
+calls the callback and reports a cooperative cancel). The result/callback types live in
+:mod:`scclust_core.results`, the loop helpers in :mod:`._loop`.
 
 Labels passed as ``label_key`` are used **only** for display metrics; no method may use them to pick an
 epoch, a model or a hyperparameter.

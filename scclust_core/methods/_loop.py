@@ -1,7 +1,7 @@
 """The loop kit: the few pieces every training loop repeats, so a method's ``train`` reads as its algorithm.
 
-A kit, not a framework: the method keeps its plain ``for epoch in ctx.phase(...)`` loop and calls these
-helpers where it would otherwise hand-write them.
+A kit, not a framework: the engine (:mod:`._trainer`) runs the phases and epochs; a trainer's per-epoch
+functions call these helpers where they would otherwise hand-write them.
 
 - :class:`EpochMeter` — batch-weighted loss components kept **on the device** (no ``.item()`` per batch, so a
   GPU never waits for the host inside the inner loop); one host sync per epoch in :meth:`EpochMeter.means`,

@@ -53,7 +53,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,15 +66,16 @@ from ..losses import cluster_aware_loss, cluster_aware_loss_paper, info_nce, nt_
 from ..preprocess import recipe_r2
 from ..estimate import CostModel, Measured, measured_runs
 from ._types import MethodCard
-from ._base import ClusteringMethod, FitContext, Prepared
-from ._blocks import kmeans
+from ._base import FitContext, Prepared
+from ._blocks import amp_context, kmeans
 from ._loop import EpochMeter, encode_all, minibatches, to_device
 from ._params import adaptation_note, cuda_amp, kmeans_restarts, smoke_test_note, variant
 from ._registry import register_method
+from ._trainer import DeepMethod, Phase, Report, Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CICLConfig", "CICL", "CICLLayer", "CICLEncoder", "CICLHead", "make_views"]
+__all__ = ["CICLConfig", "CICL", "CICLTrainer", "CICLLayer", "CICLEncoder", "CICLHead", "make_views"]
 
 _EVAL_BATCH = 4096
 
@@ -252,8 +252,118 @@ def make_views(x: torch.Tensor, *, kind: str, noise_std: float, gene_frac: float
     return out
 
 
+class CICLTrainer(Trainer[CICLConfig]):
+    """Views drawn once, fixed K-means centres of the untrained encoder, then one ``train`` phase (§1)."""
+
+    def __init__(self, data: Prepared, config: CICLConfig, ctx: FitContext):
+        super().__init__(data, config, ctx)
+        dev, self.k = self.dev, int(config.n_clusters or 0)
+        self.x = to_device(data.adata.X, dev)
+        self.n, self.g = self.x.shape
+        self.gen = torch.Generator(device=dev).manual_seed(config.seed)  # the two views
+        self.rng = np.random.default_rng(config.seed)  # minibatches and shards
+        self.enc = CICLEncoder(self.g, config.n_layers, n_heads=config.n_heads, d_ff=config.d_ff,
+                               dropout=config.dropout).to(dev)
+        self.enc.set_compute_qk(config.compute_qk)
+        self.head = CICLHead(self.g, config.head_hidden, config.head_out).to(dev)
+        self.views = self._views()
+        # (1) fixed centres: K-means on the untrained encoder's embedding (train mode = dropout on, as the code)
+        h0 = encode_all(self.enc, self.x, batch=_EVAL_BATCH, module=self.enc, train_mode=config.centres_from_train_mode)
+        labels0, centres0 = kmeans(h0, self.k, n_init=config.kmeans_n_init, seed=config.seed)
+        self.centres = nn.Parameter(torch.from_numpy(centres0.astype(np.float32)).to(dev))
+        self._initial: tuple[np.ndarray, np.ndarray] | None = (h0, labels0)
+        self.opt = torch.optim.Adam([
+            {"params": self.head.parameters(), "lr": config.lr_head},
+            {"params": self.enc.parameters(), "lr": config.lr_encoder, "weight_decay": config.weight_decay},
+            {"params": [self.centres], "lr": config.lr_encoder, "weight_decay": config.weight_decay},
+        ])
+        self.batch = min(config.batch_size, self.n)
+        self.n_shards = _n_shards(config, self.batch)
+        self.pseudo = torch.from_numpy(labels0).to(dev)  # live labels: each step's pseudo-labels, on the device
+        self.sub = torch.from_numpy(ctx.sub_idx).to(dev)
+
+    def initial_view(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The train-mode embedding the centres were fitted on, with its K-means labels (then freed)."""
+        view, self._initial = self._initial, None
+        return view
+
+    def phases(self) -> list[Phase]:
+        return [Phase("train", self.cfg.epochs, self._epoch)]
+
+    def _epoch(self, epoch: int) -> Report:
+        """(2) pseudo-labels of each clean batch, (3) the contrastive losses, one optimizer step per batch."""
+        if self.cfg.resample_views_each_epoch and epoch > 1:
+            self.views = self._views()
+        self.enc.train()
+        self.head.train()
+        meter = EpochMeter()
+        for idx in minibatches(self.n, self.batch, rng=self.rng, min_size=2, merge_small=False):
+            if self.ctx.stop_requested:
+                break
+            idx_t = torch.from_numpy(idx).to(self.dev)
+            lab = self._pseudo_labels(self.x[idx_t])
+            self.pseudo[idx_t] = lab
+            meter.add(1, **self._step(idx_t, lab))
+        return Report(meter.means(epoch=epoch, phase="train"), labels=self.pseudo.cpu().numpy())
+
+    def live_embedding(self) -> np.ndarray:
+        """Eval-mode embedding of the snapshot rows only (draws no random numbers)."""
+        return encode_all(self.enc, self.x[self.sub], batch=_EVAL_BATCH, module=self.enc)
+
+    def embedding(self) -> np.ndarray:
+        """(4) The eval-mode embedding of the last epoch (never one picked by labels)."""
+        return encode_all(self.enc, self.x, batch=_EVAL_BATCH, module=self.enc).astype(np.float32)
+
+    def cluster(self, z: np.ndarray) -> np.ndarray:
+        return kmeans(z, self.k, n_init=self.cfg.kmeans_n_init, seed=self.cfg.seed)[0]
+
+    def extras(self) -> dict:
+        return {"n_genes": int(self.g), "shards": int(self.n_shards), "batch_size": int(self.batch)}
+
+    def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        kw = dict(kind=cfg.augmentation, noise_std=cfg.noise_std, gene_frac=cfg.noise_gene_frac, generator=self.gen)
+        return make_views(self.x, **kw), make_views(self.x, **kw)
+
+    @torch.no_grad()
+    def _pseudo_labels(self, xb: torch.Tensor) -> torch.Tensor:
+        """Pseudo-labels of a clean batch: argmax of the Student-t assignment to the fixed centres [C] (train mode,
+        no gradient: exact, the code tracked gradients for nothing), or to a fresh K-means of the batch [P]."""
+        h = self.enc(xb)
+        if self.cfg.centroids == "fixed_init":
+            return student_t_q(h, self.centres.detach()).argmax(dim=1)
+        step_seed = int(self.rng.integers(2**31 - 1))
+        _, c = kmeans(h.cpu().numpy(), min(self.k, len(xb)), n_init=20, seed=step_seed)
+        return student_t_q(h, torch.from_numpy(c.astype(np.float32)).to(h.device)).argmax(dim=1)
+
+    def _step(self, idx_t: torch.Tensor, lab: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step: per random shard, views → encoder → head → losses; gradients averaged over shards.
+
+        Returns the step's loss components (device tensors, mean over shards)."""
+        cfg, views = self.cfg, self.views
+        self.opt.zero_grad(set_to_none=True)
+        order = torch.from_numpy(self.rng.permutation(len(idx_t))).to(self.dev)
+        parts = [p for p in torch.tensor_split(order, self.n_shards) if len(p) >= 2]
+        out: dict[str, torch.Tensor] = {}
+        for p in parts:
+            rows = idx_t[p]
+            with amp_context(cfg.amp, self.dev):
+                z = self.head(self.enc(torch.cat([views[0][rows], views[1][rows]])))
+            f1, f2 = z.float()[: len(p)], z.float()[len(p):]
+            l_ins = (info_nce(f1, f2, cfg.temperature) if cfg.instance_loss == "code"
+                     else nt_xent(f1, f2, cfg.temperature))
+            l_clu = (cluster_aware_loss(f1, f2, lab[p], cfg.temperature, cfg.cluster_loss_reduction)
+                     if cfg.cluster_loss == "code" else cluster_aware_loss_paper(f1, f2, lab[p], cfg.temperature))
+            loss = l_ins + cfg.cluster_weight * l_clu
+            (loss / len(parts)).backward()
+            for key, v in (("instance", l_ins), ("cluster", l_clu), ("total", loss)):
+                out[key] = out.get(key, 0.0) + v.detach() / len(parts)
+        self.opt.step()
+        return out
+
+
 @register_method("cicl")
-class CICL(ClusteringMethod[CICLConfig]):
+class CICL(DeepMethod[CICLConfig]):
     """Cluster-aware contrastive learning: a length-1 transformer encoder, InfoNCE + 0.1 × cluster-aware loss.
 
     See the module docstring for what is [C]/[P]/[A] and every choice made where the spec is silent.
@@ -274,6 +384,7 @@ class CICL(ClusteringMethod[CICLConfig]):
     citation = ("Jiang, Wang, Guan & Zhou. scRNA-seq Data Clustering by Cluster-aware Iterative Contrastive "
                 "Learning (preprint); code github.com/Alunethy/CICL")
     recipe = "R2: median normalisation, log1p, top 500 HVGs (seurat), z-score"  # needs counts, K; faithful
+    trainer_cls = CICLTrainer
 
     def prepare(self, adata: AnnData, config: CICLConfig) -> Prepared:
         ad = recipe_r2(adata, n_top_genes=min(config.n_hvg, adata.n_vars))
@@ -281,99 +392,3 @@ class CICL(ClusteringMethod[CICLConfig]):
 
     def planned_epochs(self, config: CICLConfig) -> int:
         return int(config.epochs)
-
-    def train(self, data: Prepared, config: CICLConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
-        dev, k = torch.device(ctx.device), int(config.n_clusters or 0)
-        x = to_device(data.adata.X, dev)
-        n, g = x.shape
-        gen = torch.Generator(device=dev).manual_seed(config.seed)  # the two views
-        rng = np.random.default_rng(config.seed)  # minibatches and shards
-        enc = CICLEncoder(g, config.n_layers, n_heads=config.n_heads, d_ff=config.d_ff, dropout=config.dropout).to(dev)
-        enc.set_compute_qk(config.compute_qk)
-        head = CICLHead(g, config.head_hidden, config.head_out).to(dev)
-        views = _views(x, config, gen)
-
-        # (1) fixed centres: K-means on the untrained encoder's embedding (train mode = dropout on, as the code)
-        h0 = encode_all(enc, x, batch=_EVAL_BATCH, module=enc, train_mode=config.centres_from_train_mode)
-        labels0, centres0 = kmeans(h0, k, n_init=config.kmeans_n_init, seed=config.seed)
-        centres = nn.Parameter(torch.from_numpy(centres0.astype(np.float32)).to(dev))
-        ctx.initial(h0, labels0)
-        del h0
-        opt = torch.optim.Adam([
-            {"params": head.parameters(), "lr": config.lr_head},
-            {"params": enc.parameters(), "lr": config.lr_encoder, "weight_decay": config.weight_decay},
-            {"params": [centres], "lr": config.lr_encoder, "weight_decay": config.weight_decay},
-        ])
-        batch = min(config.batch_size, n)
-        n_shards = _n_shards(config, batch)
-        pseudo = torch.from_numpy(labels0).to(dev)  # live labels: each step's pseudo-labels, on the device
-        sub = torch.from_numpy(ctx.sub_idx).to(dev)
-        for epoch in ctx.phase("train", config.epochs):
-            if config.resample_views_each_epoch and epoch > 1:
-                views = _views(x, config, gen)
-            enc.train()
-            head.train()
-            meter = EpochMeter()
-            for idx in minibatches(n, batch, rng=rng, min_size=2, merge_small=False):
-                if ctx.stop_requested:
-                    break
-                idx_t = torch.from_numpy(idx).to(dev)
-                lab = _pseudo_labels(enc, x[idx_t], centres, k, rng, config)  # (2) clean batch → nearest centre
-                pseudo[idx_t] = lab
-                meter.add(1, **_step((enc, head), opt, views, idx_t, lab, n_shards, rng, config))  # (3) losses
-            ctx.emit(epoch, "train", meter.means(epoch=epoch, phase="train"),
-                     embedding=lambda: encode_all(enc, x[sub], batch=_EVAL_BATCH, module=enc),
-                     labels=pseudo.cpu().numpy())
-
-        # (4) final clustering: K-means on the eval-mode embedding (the last epoch, never one picked by labels)
-        z = encode_all(enc, x, batch=_EVAL_BATCH, module=enc).astype(np.float32)
-        labels, _ = kmeans(z, k, n_init=config.kmeans_n_init, seed=config.seed)
-        return z, labels, {"n_genes": int(g), "shards": int(n_shards), "batch_size": int(batch)}
-
-
-def _views(x: torch.Tensor, config: CICLConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    kw = dict(kind=config.augmentation, noise_std=config.noise_std, gene_frac=config.noise_gene_frac, generator=gen)
-    return make_views(x, **kw), make_views(x, **kw)
-
-
-@torch.no_grad()
-def _pseudo_labels(enc: CICLEncoder, xb: torch.Tensor, centres: torch.Tensor, k: int, rng: np.random.Generator,
-                   config: CICLConfig) -> torch.Tensor:
-    """Pseudo-labels of a clean batch: argmax of the Student-t assignment to the fixed centres [C] (train mode,
-    no gradient: exact, the code tracked gradients for nothing), or to a fresh K-means of the batch [P]."""
-    h = enc(xb)
-    if config.centroids == "fixed_init":
-        return student_t_q(h, centres.detach()).argmax(dim=1)
-    step_seed = int(rng.integers(2**31 - 1))
-    _, c = kmeans(h.cpu().numpy(), min(k, len(xb)), n_init=20, seed=step_seed)
-    return student_t_q(h, torch.from_numpy(c.astype(np.float32)).to(h.device)).argmax(dim=1)
-
-
-def _step(nets: tuple[CICLEncoder, CICLHead], opt: torch.optim.Optimizer, views: tuple[torch.Tensor, torch.Tensor],
-          idx_t: torch.Tensor, lab: torch.Tensor, n_shards: int, rng: np.random.Generator,
-          config: CICLConfig) -> dict[str, torch.Tensor]:
-    """One optimizer step: per random shard, views → encoder → head → losses; gradients averaged over shards.
-
-    Returns the step's loss components (device tensors, mean over shards)."""
-    enc, head = nets
-    dev = idx_t.device
-    opt.zero_grad(set_to_none=True)
-    order = torch.from_numpy(rng.permutation(len(idx_t))).to(dev)
-    parts = [p for p in torch.tensor_split(order, n_shards) if len(p) >= 2]
-    out: dict[str, torch.Tensor] = {}
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and dev.type == "cuda" else nullcontext()
-    for p in parts:
-        rows = idx_t[p]
-        with amp:
-            z = head(enc(torch.cat([views[0][rows], views[1][rows]])))
-        f1, f2 = z.float()[: len(p)], z.float()[len(p):]
-        l_ins = (info_nce(f1, f2, config.temperature) if config.instance_loss == "code"
-                 else nt_xent(f1, f2, config.temperature))
-        l_clu = (cluster_aware_loss(f1, f2, lab[p], config.temperature, config.cluster_loss_reduction)
-                 if config.cluster_loss == "code" else cluster_aware_loss_paper(f1, f2, lab[p], config.temperature))
-        loss = l_ins + config.cluster_weight * l_clu
-        (loss / len(parts)).backward()
-        for key, v in (("instance", l_ins), ("cluster", l_clu), ("total", loss)):
-            out[key] = out.get(key, 0.0) + v.detach() / len(parts)
-    opt.step()
-    return out

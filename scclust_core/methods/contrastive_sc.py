@@ -74,16 +74,17 @@ from ..metrics import silhouette
 from ..preprocess import counts_adata, recipe_r2
 from ..estimate import CostModel, Measured, measured_runs
 from ._types import MethodCard
-from ._base import ClusteringMethod, FitContext, Prepared
+from ._base import FitContext, Prepared
 from ._blocks import kmeans, leiden_on_embedding, mlp
 from ._loop import EpochMeter, encode_all, gather, minibatches
 from ._params import (kmeans_restarts, knn_neighbours, leiden_flavor_param,
                       leiden_resolution_param, nt_xent_temperature, smoke_test_note)
 from ._registry import register_method
+from ._trainer import DeepMethod, Phase, Report, Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContrastiveSCConfig", "ContrastiveSC", "ContrastiveRepresentation", "cosine_lr"]
+__all__ = ["ContrastiveSCConfig", "ContrastiveSC", "ContrastiveSCTrainer", "ContrastiveRepresentation", "cosine_lr"]
 
 _EVAL_BATCH = 8192
 
@@ -208,8 +209,9 @@ class _CSCPrepared(Prepared):
     source: AnnData | None = None  # counts of the kept cells, for the HVG search
 
 
-class _Trainer:
-    """One contrastive-sc training on a prepared matrix (used by the HVG search and the final run)."""
+class _Training:
+    """One contrastive-sc network, optimiser and minibatch stream on a prepared matrix (an HVG-search candidate
+    or the final run)."""
 
     def __init__(self, x: Any, config: ContrastiveSCConfig, device: str):
         self.config = config
@@ -280,8 +282,115 @@ def _cluster(z: np.ndarray, config: ContrastiveSCConfig, *, live: bool = False) 
                                flavor=config.leiden_flavor, seed=config.seed)
 
 
+class ContrastiveSCTrainer(Trainer[ContrastiveSCConfig]):
+    """The label-free HVG search when ``n_hvg='auto'`` (while building), then one ``train`` phase (§3)."""
+
+    def __init__(self, data: Prepared, config: ContrastiveSCConfig, ctx: FitContext):
+        super().__init__(data, config, ctx)
+        x, self._extras = data.adata.X, {"n_hvg_chosen": int(data.adata.n_vars)}
+        if config.n_hvg == "auto" and isinstance(data, _CSCPrepared) and data.source is not None:
+            x, self._extras = self._auto_hvg(data.source, x)
+        self.run = _Training(x, config, ctx.device)
+        self.n_genes = int(x.shape[1])
+        self.offset = ctx.epoch  # epochs already reported by the HVG search
+        self.z: np.ndarray | None = None
+        self.labels: np.ndarray | None = None
+
+    def initial_view(self) -> tuple[Any, Any] | None:
+        """The untrained encoder (epoch 0, or the end of the search); none after a cancel in the search."""
+        return None if self.ctx.stop_requested else (self.live_embedding, self.live_labels)
+
+    def phases(self) -> list[Phase]:
+        return [Phase("train", self.cfg.epochs, self._epoch)]
+
+    def _epoch(self, epoch: int) -> Report:
+        """One epoch; the last one embeds and clusters all cells with the configured clustering: the result."""
+        e = epoch - self.offset  # 1-based epoch of this training
+        losses = self.run.epoch(e - 1, stop=lambda: self.ctx.stop_requested).means(epoch=epoch, phase="train")
+        last = e == self.cfg.epochs
+        if last:
+            self.z = self.run.embed()
+            self.labels = _cluster(self.z, self.cfg)
+        return Report(losses, embedding=self.z, labels=self.labels, metrics={"lr": self.run.lr},
+                      snapshot=self.ctx.snapshot_due(e) or last)
+
+    def live_embedding(self) -> np.ndarray:
+        """Display only: the snapshot subsample, eval mode."""
+        return self.run.embed(self.ctx.sub_idx)
+
+    def live_labels(self, z: np.ndarray) -> np.ndarray:
+        return _cluster(z, self.cfg, live=True)
+
+    def embedding(self) -> np.ndarray:
+        if self.z is None:  # cancelled before the last epoch: the current model
+            self.z = self.run.embed()
+        return self.z
+
+    def cluster(self, z: np.ndarray) -> np.ndarray:
+        if self.labels is None:
+            self.labels = _cluster(z, self.cfg)
+        return self.labels
+
+    def extras(self) -> dict:
+        return {**self._extras, "n_genes": self.n_genes}
+
+    def _auto_hvg(self, src: AnnData, x: Any) -> tuple[Any, dict[str, Any]]:
+        """n_hvg='auto': run the label-free search, return the chosen input matrix and the extras to report."""
+        config = self.cfg
+        best, scores, reused = self._search_hvg(src)
+        extras: dict[str, Any] = {"hvg_silhouette": {str(k): float(v) for k, v in scores.items()},
+                                  "hvg_search_reused": reused, "n_hvg_chosen": int(x.shape[1])}
+        if best is None:  # cancelled during the search
+            return x, extras
+        listed = ", ".join(f"{k}: {v:.3f}" for k, v in scores.items())
+        extras["note"] = (f"HVG number chosen by the label-free silhouette search: {best} "
+                          f"(mean silhouette over {config.hvg_search_seeds} seeds — {listed})"
+                          + ("; reused from an earlier run on the same data and settings." if reused else "."))
+        extras["n_hvg_chosen"] = int(best)
+        return recipe_r2(src, n_top_genes=best).X, extras
+
+    def _search_hvg(self, src: AnnData) -> tuple[int | None, dict[int, float], bool]:
+        """Train ``hvg_search_seeds`` models per candidate HVG number; the best mean silhouette wins (no labels).
+
+        Every search epoch is reported live (phase ``hvg_search``) so the progress bar and ETA cover the search.
+        Returns ``(best or None when cancelled, mean silhouette per candidate, reused from the cache)``.
+        """
+        config, ctx = self.cfg, self.ctx
+        key = _search_key(src, config)
+        if key in _HVG_SEARCH_CACHE:
+            best, scores = _HVG_SEARCH_CACHE[key]
+            logger.info("contrastive_sc HVG search: reusing this process's earlier search (%d genes)", best)
+            ctx.begin(config.epochs)
+            return best, dict(scores), True
+        sizes = list(dict.fromkeys(src.n_vars if int(c) == 0 else min(int(c), src.n_vars)
+                                   for c in config.hvg_candidates))
+        ctx.begin((len(sizes) * config.hvg_search_seeds + 1) * config.epochs)
+        scores: dict[int, float] = {}
+        for eff in sizes:
+            ad, t0 = recipe_r2(src, n_top_genes=eff), time.perf_counter()
+            sils = []
+            for run_seed in range(config.hvg_search_seeds):  # fixed seeds: the choice belongs to the dataset
+                cfg_r = config.replace(seed=run_seed)
+                tr = _Training(ad.X, cfg_r, ctx.device)
+                for e, epoch in enumerate(ctx.phase("hvg_search", config.epochs)):
+                    losses = tr.epoch(e, stop=lambda: ctx.stop_requested).means(epoch=epoch, phase="hvg_search")
+                    ctx.emit(epoch, "hvg_search", losses, extra_metrics={"n_hvg": eff, "search_seed": run_seed})
+                if ctx.stop_requested:
+                    return None, scores, False
+                z = tr.embed()
+                sils.append(silhouette(z, _cluster(z, cfg_r)))
+            scores[eff] = float(np.nanmean(sils)) if not np.isnan(sils).all() else float("nan")
+            logger.info("contrastive_sc HVG search: %d genes → silhouette %s, mean %.4f (%.1f s)", eff,
+                        np.round(sils, 4).tolist(), scores[eff], time.perf_counter() - t0)
+        best = max(scores, key=lambda k: -np.inf if np.isnan(scores[k]) else scores[k])
+        _HVG_SEARCH_CACHE[key] = (best, dict(scores))
+        while len(_HVG_SEARCH_CACHE) > _HVG_SEARCH_CACHE_SIZE:
+            _HVG_SEARCH_CACHE.popitem(last=False)
+        return best, scores, False
+
+
 @register_method("contrastive_sc")
-class ContrastiveSC(ClusteringMethod[ContrastiveSCConfig]):
+class ContrastiveSC(DeepMethod[ContrastiveSCConfig]):
     """Contrastive learning with two 90 % input-dropout views of each cell (SimCLR NT-Xent), then K-means or Leiden.
 
     See the module docstring for what is [C]/[P] and the choices made where the spec is silent.
@@ -304,6 +413,7 @@ class ContrastiveSC(ClusteringMethod[ContrastiveSCConfig]):
                 "BMC Bioinformatics 22, 280 (2021)")
     recipe = "R2: ceil counts, median normalisation, log1p, top n_hvg HVGs (seurat), z-score ('auto' = silhouette pick)"
     can_estimate_k = True  # Leiden when K is empty (needs counts; faithful: the base defaults)
+    trainer_cls = ContrastiveSCTrainer
 
     def prepare(self, adata: AnnData, config: ContrastiveSCConfig) -> Prepared:
         n = config.n_hvg
@@ -316,91 +426,3 @@ class ContrastiveSC(ClusteringMethod[ContrastiveSCConfig]):
 
     def planned_epochs(self, config: ContrastiveSCConfig) -> int:
         return int(config.epochs)
-
-    # ------------------------------------------------------------------ training
-    def train(self, data: Prepared, config: ContrastiveSCConfig,
-              ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
-        x, extras = data.adata.X, {"n_hvg_chosen": int(data.adata.n_vars)}
-        if config.n_hvg == "auto" and isinstance(data, _CSCPrepared) and data.source is not None:
-            x, extras = self._auto_hvg(data.source, x, config, ctx)
-        tr = _Trainer(x, config, ctx.device)
-        offset = ctx.epoch  # epochs already reported by the HVG search
-
-        def live_view() -> np.ndarray:  # display only: the snapshot subsample, eval mode
-            return tr.embed(ctx.sub_idx)
-
-        def live_labels(z_sub: np.ndarray) -> np.ndarray:
-            return _cluster(z_sub, config, live=True)
-
-        if not ctx.stop_requested:  # first snapshot: the untrained encoder (epoch 0, or the end of the search)
-            ctx.initial(live_view, live_labels, epoch=offset)
-        z = labels = None
-        for epoch in ctx.phase("train", config.epochs):
-            e = epoch - offset  # 1-based epoch of this training
-            losses = tr.epoch(e - 1, stop=lambda: ctx.stop_requested).means(epoch=epoch, phase="train")
-            last = e == config.epochs
-            if last:  # the final embedding and clustering of all cells: the result
-                z = tr.embed()
-                labels = _cluster(z, config)
-            ctx.emit(epoch, "train", losses, embedding=z if last else live_view,
-                     labels=labels if last else live_labels, extra_metrics={"lr": tr.lr},
-                     snapshot=ctx.snapshot_due(e) or last)
-        if z is None or labels is None:  # cancelled before the last epoch: cluster the current model
-            z = tr.embed()
-            labels = _cluster(z, config)
-        extras["n_genes"] = int(x.shape[1])
-        return z, labels, extras
-
-    def _auto_hvg(self, src: AnnData, x: Any, config: ContrastiveSCConfig,
-                  ctx: FitContext) -> tuple[Any, dict[str, Any]]:
-        """n_hvg='auto': run the label-free search, return the chosen input matrix and the extras to report."""
-        best, scores, reused = self._search_hvg(src, config, ctx)
-        extras: dict[str, Any] = {"hvg_silhouette": {str(k): float(v) for k, v in scores.items()},
-                                  "hvg_search_reused": reused, "n_hvg_chosen": int(x.shape[1])}
-        if best is None:  # cancelled during the search
-            return x, extras
-        listed = ", ".join(f"{k}: {v:.3f}" for k, v in scores.items())
-        extras["note"] = (f"HVG number chosen by the label-free silhouette search: {best} "
-                          f"(mean silhouette over {config.hvg_search_seeds} seeds — {listed})"
-                          + ("; reused from an earlier run on the same data and settings." if reused else "."))
-        extras["n_hvg_chosen"] = int(best)
-        return recipe_r2(src, n_top_genes=best).X, extras
-
-    def _search_hvg(self, src: AnnData, config: ContrastiveSCConfig,
-                    ctx: FitContext) -> tuple[int | None, dict[int, float], bool]:
-        """Train ``hvg_search_seeds`` models per candidate HVG number; the best mean silhouette wins (no labels).
-
-        Every search epoch is reported live (phase ``hvg_search``) so the progress bar and ETA cover the search.
-        Returns ``(best or None when cancelled, mean silhouette per candidate, reused from the cache)``.
-        """
-        key = _search_key(src, config)
-        if key in _HVG_SEARCH_CACHE:
-            best, scores = _HVG_SEARCH_CACHE[key]
-            logger.info("contrastive_sc HVG search: reusing this process's earlier search (%d genes)", best)
-            ctx.begin(config.epochs)
-            return best, dict(scores), True
-        sizes = list(dict.fromkeys(src.n_vars if int(c) == 0 else min(int(c), src.n_vars)
-                                   for c in config.hvg_candidates))
-        ctx.begin((len(sizes) * config.hvg_search_seeds + 1) * config.epochs)
-        scores: dict[int, float] = {}
-        for eff in sizes:
-            ad, t0 = recipe_r2(src, n_top_genes=eff), time.perf_counter()
-            sils = []
-            for run_seed in range(config.hvg_search_seeds):  # fixed seeds: the choice belongs to the dataset
-                cfg_r = config.replace(seed=run_seed)
-                tr = _Trainer(ad.X, cfg_r, ctx.device)
-                for e, epoch in enumerate(ctx.phase("hvg_search", config.epochs)):
-                    losses = tr.epoch(e, stop=lambda: ctx.stop_requested).means(epoch=epoch, phase="hvg_search")
-                    ctx.emit(epoch, "hvg_search", losses, extra_metrics={"n_hvg": eff, "search_seed": run_seed})
-                if ctx.stop_requested:
-                    return None, scores, False
-                z = tr.embed()
-                sils.append(silhouette(z, _cluster(z, cfg_r)))
-            scores[eff] = float(np.nanmean(sils)) if not np.isnan(sils).all() else float("nan")
-            logger.info("contrastive_sc HVG search: %d genes → silhouette %s, mean %.4f (%.1f s)", eff,
-                        np.round(sils, 4).tolist(), scores[eff], time.perf_counter() - t0)
-        best = max(scores, key=lambda k: -np.inf if np.isnan(scores[k]) else scores[k])
-        _HVG_SEARCH_CACHE[key] = (best, dict(scores))
-        while len(_HVG_SEARCH_CACHE) > _HVG_SEARCH_CACHE_SIZE:
-            _HVG_SEARCH_CACHE.popitem(last=False)
-        return best, scores, False

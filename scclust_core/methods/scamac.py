@@ -49,6 +49,7 @@ labels come from the current model (fresh full pass, memberships to the current 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -57,7 +58,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
 
@@ -65,17 +65,18 @@ from ..config import MethodConfig, param
 from ..losses import fkm_centres, fkm_memberships, fkm_weights, fuzzy_update
 from ..preprocess import recipe_r4
 from ..estimate import CostModel, measured_runs
-from ._attention import DEFAULT_MAX_ELEMENTS, chunked_attention
 from ._types import MethodCard
-from ._base import ClusteringMethod, FitContext, Prepared
+from ._base import FitContext, Prepared
 from ._blocks import amp_context
 from ._loop import EpochMeter, NonFiniteLossError, check_finite, encode_all, minibatches, to_device
 from ._params import adaptation_note, cuda_amp, smoke_test_note, variant
 from ._registry import register_method
+from ._scamac_net import DENet, DFKMNet, EPA
+from ._trainer import DeepMethod, Phase, Report, Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ScAMACConfig", "ScAMAC", "DENet", "DFKMNet", "EPA", "fuzzy_update", "fkm_weights",
+__all__ = ["ScAMACConfig", "ScAMAC", "ScAMACTrainer", "DENet", "DFKMNet", "EPA", "fuzzy_update", "fkm_weights",
            "fkm_memberships", "fkm_centres", "auto_batch_size"]
 
 
@@ -144,119 +145,29 @@ def auto_batch_size(n: int) -> int:
     return 32 if n < 500 else (100 if n < 700 else 128)
 
 
-def _eye_linear(i: int, o: int) -> nn.Linear:
-    lin = nn.Linear(i, o)
-    nn.init.eye_(lin.weight)
-    nn.init.zeros_(lin.bias)
-    return lin
-
-
-# ----------------------------------------------------------------------------------------------------- networks
-class DENet(nn.Module):
-    """Identity-initialised 4-layer autoencoder: returns (Z_a, Z_b, Z_c, X')."""
-
-    def __init__(self, n_genes: int, h1: int = 1500, h2: int = 500, paper: bool = False):
-        super().__init__()
-        self.paper = paper  # [P]: LeakyReLU on the reconstruction too
-        self.l1, self.l2 = _eye_linear(n_genes, h1), _eye_linear(h1, h2)
-        self.l3, self.l4 = _eye_linear(h2, h1), _eye_linear(h1, n_genes)
-
-    def forward(self, x: torch.Tensor):
-        za = F.leaky_relu(self.l1(x), 0.01)
-        zb = F.leaky_relu(self.l2(za), 0.01)
-        zc = F.leaky_relu(self.l3(zb), 0.01)
-        xr = self.l4(zc)
-        return za, zb, zc, (F.leaky_relu(xr, 0.01) if self.paper else xr)
-
-
-class EPA(nn.Module):
-    """The code's EPA: cell–cell attention (shared Q/K) + per-cell channel path, averaged (§5.2)."""
-
-    def __init__(self, c: int = 500, n_heads: int = 3, dropout: float = 0.1,
-                 max_elements: int = DEFAULT_MAX_ELEMENTS):
-        super().__init__()
-        self.h, self.e = n_heads, c // n_heads
-        a = self.h * self.e
-        self.qk, self.v, self.o = _eye_linear(c, a), _eye_linear(c, a), _eye_linear(a, c)
-        self.E = _eye_linear(self.e, max(1, self.e // 3))
-        self.dropout, self.max_elements = float(dropout), max_elements
-
-    def forward(self, y: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
-        """``y`` [scales, n, C] → [scales, n, C]; ``keys``: rows attended over (all n when None)."""
-        s, n, _ = y.shape  # [scales, cells, C]
-        h, e = self.h, self.e
-        qk = self.qk(y).reshape(s, n, h, e)
-        v = self.v(y).reshape(s, n, h, e)
-        # cell–cell attention of every cell over the n cells, or over the landmark rows ``keys`` (chunked, exact)
-        q_h, v_h = qk.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)  # [s, h, n, e]
-        k_h, kv_h = (q_h, v_h) if keys is None else (q_h[:, :, keys], v_h[:, :, keys])
-        o1 = chunked_attention(q_h, k_h, kv_h, dropout_p=self.dropout, training=self.training,
-                               max_elements=self.max_elements)
-        o1 = self.o(o1.permute(0, 2, 1, 3).reshape(s, n, h * e))
-        # channel path, per cell: R = softmax(K̂ᵀ Q) over the e axis; out = V̂ R  (chunked over cells)
-        p = self.E.out_features
-        per_cell = s * p * e
-        rows = max(1, self.max_elements // max(1, per_cell))
-        outs = []
-        for st in range(0, n, rows):
-            q_c = qk[:, st:st + rows]  # [s, c, h, e]
-            k_hat = self.E(q_c)  # [s, c, h, p]
-            v_hat = self.E(v[:, st:st + rows])
-            r = torch.softmax(torch.matmul(k_hat.transpose(-2, -1), q_c), dim=-1)  # [s, c, p, e]
-            if self.training and self.dropout > 0:
-                r = F.dropout(r, p=self.dropout, training=True)
-            outs.append(torch.matmul(v_hat, r))  # [s, c, h, e]
-        o2 = self.o(torch.cat(outs, dim=1).reshape(s, n, h * e))
-        return (o1 + o2) / 2
-
-
-class DFKMNet(nn.Module):
-    """Self-supervised clustering network: fuse (Z_a, Z_b, Z_c) with the multi-scale attention Block."""
-
-    def __init__(self, h1: int = 1500, h2: int = 500, n_heads: int = 3, dropout: float = 0.1, paper: bool = False):
-        super().__init__()
-        self.paper = paper  # [P] Eq. 6–7: LeakyReLU on the fusion projections
-        self.fa, self.fc = _eye_linear(h1, h2), _eye_linear(h1, h2)
-        self.ln1, self.ln2 = nn.LayerNorm(h2, eps=1e-6), nn.LayerNorm(h2, eps=1e-6)
-        self.epa = EPA(h2, n_heads, dropout)
-        self.eca_w = nn.Parameter(torch.empty(1, 1, 1))  # Conv1d(1,1,k=1) without bias: a learned scalar
-        nn.init.kaiming_normal_(self.eca_w)
-
-    def forward(self, za: torch.Tensor, zb: torch.Tensor, zc: torch.Tensor,
-                keys: torch.Tensor | None = None) -> torch.Tensor:
-        """Fused [n, C] embedding; ``keys``: the rows the cell attention attends over (all when None)."""
-        pa, pc = self.fa(za), self.fc(zc)
-        if self.paper:
-            pa, pc = F.leaky_relu(pa, 0.01), F.leaky_relu(pc, 0.01)
-        s = torch.stack([zb, pa, pc])  # [3, n, C]
-        s1 = s + self.epa(self.ln1(s), keys)
-        y = self.ln2(s1)
-        g = y.mean(dim=-1, keepdim=True)  # [3, n, 1]
-        y = torch.sigmoid(self.eca_w.reshape(()) * g) * y
-        return (s1 + y).mean(dim=0)
-
-
 def _cos_gram(m: torch.Tensor) -> torch.Tensor:
     mn = F.normalize(m, dim=1)
     return mn @ mn.T
 
 
-class _Fit:
-    """Data, networks, optimisers and random streams of one fit: minibatch orders and the denoising noise come
-    from the seeded torch generator ``gen``, the initial centre cells from ``rng``; attention dropout from torch's
-    global RNG (seeded by ``fit``), as ``nn.Dropout`` would."""
+class ScAMACTrainer(Trainer[ScAMACConfig]):
+    """Outer epochs of (autoencoder phase, FKM phase + closed-form update), from centres on K random cells (§5.3).
 
-    def __init__(self, ad: AnnData, config: ScAMACConfig, device: str):
-        cfg = self.cfg = config
-        self.dev = torch.device(device)
-        self.n, g = ad.shape
+    Minibatch orders and the denoising noise come from the seeded torch generator ``gen``, the initial centre cells
+    from ``rng``; attention dropout from torch's global RNG (seeded by ``fit``), as ``nn.Dropout`` would.
+    """
+
+    def __init__(self, data: Prepared, config: ScAMACConfig, ctx: FitContext):
+        super().__init__(data, config, ctx)
+        cfg, ad = config, data.adata
+        self.n, self.n_genes = ad.shape
         self.x = to_device(np.asarray(ad.X), self.dev, torch.float32)
         self.bs = int(cfg.batch_size or auto_batch_size(self.n))
         self.gen = torch.Generator(device=self.dev)
         self.gen.manual_seed(int(cfg.seed))
         self.rng = np.random.default_rng(cfg.seed)
         pf = cfg.paper_formulas
-        self.de = DENet(g, cfg.hidden1, cfg.hidden2, paper=pf).to(self.dev)
+        self.de = DENet(self.n_genes, cfg.hidden1, cfg.hidden2, paper=pf).to(self.dev)
         self.net = DFKMNet(cfg.hidden1, cfg.hidden2, cfg.n_heads, cfg.attn_dropout, paper=pf).to(self.dev)
         self.de.train()
         self.net.train()
@@ -268,7 +179,119 @@ class _Fit:
         if 0 < lm < self.n:  # own generator: the landmark draw leaves every other random stream unchanged
             rows = np.sort(np.random.default_rng([cfg.seed, 2]).choice(self.n, size=lm, replace=False))
             self.keys = torch.as_tensor(rows, dtype=torch.int64, device=self.dev)
+        # initialisation: clean full pass, centres = K distinct random cells (+1e-6), memberships
+        self.z = self.fuse(self.features())
+        check_finite("scAMAC's initial embedding", self.z, epoch=0, phase="init")
+        self.c = self.z[torch.as_tensor(self.rng.choice(self.n, size=int(cfg.n_clusters), replace=False),
+                                        device=self.dev)] + 1e-6
+        self.u = self.memberships(self.z, self.c)
+        self.labels = self.u.argmax(dim=1).cpu().numpy().astype(np.int64)
+        # the current outer epoch's FKM state (set by _start_fkm)
+        self.t, self.lr_fkm, self.fkm_first = 0, float(cfg.fkm_lr), 0
+        self.feats: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.dmat: torch.Tensor | None = None
+        self.cancelled = False
 
+    def initial_view(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.z.cpu().numpy(), self.labels
+
+    def phases(self) -> list[Phase]:
+        """Per outer epoch: the autoencoder (DE) epochs with U fixed, then the clustering-network (FKM) epochs with
+        C, U and the adaptive weights D fixed, ending with the closed-form update of C and U."""
+        cfg, out = self.cfg, []
+        for t in range(cfg.epochs):
+            out += [Phase("autoencoder", cfg.de_epochs, self._de_epoch),
+                    Phase("fkm", cfg.fkm_epochs, self._fkm_epoch, start=functools.partial(self._start_fkm, t))]
+        return out
+
+    def _de_epoch(self, epoch: int) -> Report:
+        """One shuffled pass of the autoencoder on ``x + U[0, noise)``: MSE(X', x) + MSE(Z_a, Z_c) +
+        MSE(cosSim(U_b), cosSim(Z_b)). A non-finite minibatch is skipped, as the code does [C] (that decision needs
+        the value on the host: the one per-batch sync of scAMAC)."""
+        meter, u = EpochMeter(), self.u
+        for idx in minibatches(self.n, self.bs, rng=self.gen):
+            xb = self.x[idx]
+            noisy = xb + self.cfg.noise * torch.rand(xb.shape, generator=self.gen, device=self.dev)
+            with self.amp():
+                out = self.de(noisy)
+            za, zb, zc, xr = (t.float() for t in out)
+            rec, lm, sim = F.mse_loss(xr, xb), F.mse_loss(za, zc), F.mse_loss(_cos_gram(zb), _cos_gram(u[idx]))
+            loss = rec + lm + sim
+            if not torch.isfinite(loss):
+                self.skipped_nan += 1
+                continue
+            self.opt_de.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_de.step()
+            meter.add(1, reconstruction=rec, layer_match=lm, similarity=sim, total=loss)
+            if self.ctx.stop_requested:
+                break
+        if not len(meter):
+            raise NonFiniteLossError("Every autoencoder minibatch loss", float("nan"), epoch=epoch, phase="autoencoder")
+        return Report(meter.means(epoch=epoch, phase="autoencoder"), labels=self.labels)
+
+    def _start_fkm(self, t: int) -> None:
+        """Outer epoch ``t``: the cosine learning rate, clean features, D from the current fused embedding."""
+        self.t, self.lr_fkm = t, self.set_fkm_lr(t)
+        self.feats = self.features()
+        if self.cfg.fkm_epochs == 0:  # no FKM epochs: still one closed-form update per outer epoch
+            self._update()
+            return
+        self.z = self.fuse(self.feats)
+        self.dmat = fkm_weights(torch.cdist(self.z, self.c), self.cfg.sigma, self.cfg.paper_formulas)
+        self.fkm_first = self.ctx.epoch
+
+    def _fkm_epoch(self, epoch: int) -> Report:
+        """One shuffled pass of the clustering network on ``(1/b) Σ_i Σ_j D_ij U_ij ‖z_i − C_j‖²`` (D, U, C fixed);
+        the last one (or a cancelled one) ends the outer epoch with the closed-form update."""
+        assert self.feats is not None and self.dmat is not None
+        feats, meter = self.feats, EpochMeter()
+        for idx in minibatches(self.n, self.bs, rng=self.gen):
+            with self.amp():
+                zb = self.net(feats[0][idx], feats[1][idx], feats[2][idx])
+            d2 = torch.cdist(zb.float(), self.c).square()
+            loss = (self.dmat[idx] * self.u[idx] * d2).sum(dim=1).mean()
+            self.opt_f.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_f.step()
+            meter.add(1, fkm=loss)
+            if self.ctx.stop_requested:
+                break
+        losses = meter.means(epoch=epoch, phase="fkm")
+        last = epoch - self.fkm_first == self.cfg.fkm_epochs
+        if last or self.ctx.stop_requested:
+            self._update()
+        z_now = self.z
+        return Report(losses, embedding=(lambda: z_now.cpu().numpy()) if last else None, labels=self.labels,
+                      metrics={"lr_fkm": self.lr_fkm})
+
+    def _update(self) -> None:
+        self.z = self.fuse(self.feats)
+        self.c, self.u, self.labels = self.update(self.z, self.c, self.u, self.t)
+
+    def live_embedding(self) -> np.ndarray:
+        """Display-only full pass in eval mode (consumes no random numbers)."""
+        return self.fuse(self.features(), train_mode=False).cpu().numpy()
+
+    def embedding(self) -> np.ndarray:
+        """The last update's embedding; after a cancel a fresh pass of the current model."""
+        self.cancelled = self.ctx.stop_requested
+        if self.cancelled:
+            self.z = self.fuse(self.features())
+        return self.z.cpu().numpy().astype(np.float32)
+
+    def cluster(self, z: np.ndarray) -> np.ndarray:
+        """Argmax U of the last update; after a cancel, memberships of the fresh pass to the current centres."""
+        if self.cancelled:
+            return self.memberships(self.z, self.c).argmax(dim=1).cpu().numpy().astype(np.int64)
+        return self.labels
+
+    def extras(self) -> dict:
+        return {"batch_size": self.bs, "skipped_nan_batches": self.skipped_nan, "n_genes_used": int(self.n_genes),
+                "attention_keys": self.n if self.keys is None else int(len(self.keys)),
+                "centres": self.c.cpu().numpy().astype(np.float32)}
+
+    # ----------------------------------------------------------------- pieces
     def amp(self):
         """bfloat16 autocast for a training pass on CUDA when ``amp`` is set; a no-op otherwise."""
         return amp_context(self.cfg.amp, self.dev)
@@ -288,10 +311,6 @@ class _Fit:
         self.net.train(was)
         return z
 
-    def display_embedding(self) -> np.ndarray:
-        """Display-only full pass in eval mode (consumes no random numbers)."""
-        return self.fuse(self.features(), train_mode=False).cpu().numpy()
-
     def memberships(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return fkm_memberships(torch.cdist(z, c), self.cfg.sigma, self.cfg.gamma, self.cfg.paper_formulas)
 
@@ -310,51 +329,6 @@ class _Fit:
         return lr
 
 
-def _de_epoch(f: _Fit, u: torch.Tensor, ctx: FitContext, epoch: int) -> dict[str, float]:
-    """One shuffled pass of the autoencoder on ``x + U[0, noise)``: MSE(X', x) + MSE(Z_a, Z_c) +
-    MSE(cosSim(U_b), cosSim(Z_b)). A non-finite minibatch is skipped, as the code does [C] (that decision needs
-    the value on the host: the one per-batch sync of scAMAC)."""
-    meter = EpochMeter()
-    for idx in minibatches(f.n, f.bs, rng=f.gen):
-        xb = f.x[idx]
-        noisy = xb + f.cfg.noise * torch.rand(xb.shape, generator=f.gen, device=f.dev)
-        with f.amp():
-            out = f.de(noisy)
-        za, zb, zc, xr = (t.float() for t in out)
-        rec, lm, sim = F.mse_loss(xr, xb), F.mse_loss(za, zc), F.mse_loss(_cos_gram(zb), _cos_gram(u[idx]))
-        loss = rec + lm + sim
-        if not torch.isfinite(loss):
-            f.skipped_nan += 1
-            continue
-        f.opt_de.zero_grad(set_to_none=True)
-        loss.backward()
-        f.opt_de.step()
-        meter.add(1, reconstruction=rec, layer_match=lm, similarity=sim, total=loss)
-        if ctx.stop_requested:
-            break
-    if not len(meter):
-        raise NonFiniteLossError("Every autoencoder minibatch loss", float("nan"), epoch=epoch, phase="autoencoder")
-    return meter.means(epoch=epoch, phase="autoencoder")
-
-
-def _fkm_epoch(f: _Fit, feats, c: torch.Tensor, u: torch.Tensor, dmat: torch.Tensor, ctx: FitContext,
-               epoch: int) -> dict[str, float]:
-    """One shuffled pass of the clustering network on ``(1/b) Σ_i Σ_j D_ij U_ij ‖z_i − C_j‖²`` (D, U, C fixed)."""
-    meter = EpochMeter()
-    for idx in minibatches(f.n, f.bs, rng=f.gen):
-        with f.amp():
-            zb = f.net(feats[0][idx], feats[1][idx], feats[2][idx])
-        d2 = torch.cdist(zb.float(), c).square()
-        loss = (dmat[idx] * u[idx] * d2).sum(dim=1).mean()
-        f.opt_f.zero_grad(set_to_none=True)
-        loss.backward()
-        f.opt_f.step()
-        meter.add(1, fkm=loss)
-        if ctx.stop_requested:
-            break
-    return meter.means(epoch=epoch, phase="fkm")
-
-
 # ----------------------------------------------------------------------------------------------------- method
 def _work_units(config) -> float:
     """scAMAC's epochs nest: each outer epoch runs ``de_epochs`` autoencoder and ``fkm_epochs`` clustering epochs."""
@@ -362,7 +336,7 @@ def _work_units(config) -> float:
 
 
 @register_method("scamac")
-class ScAMAC(ClusteringMethod[ScAMACConfig]):
+class ScAMAC(DeepMethod[ScAMACConfig]):
     """Identity-initialised multi-scale autoencoder with cell-attention fusion and adaptive fuzzy k-means (scAMAC)."""
 
     card = MethodCard(
@@ -381,6 +355,7 @@ class ScAMAC(ClusteringMethod[ScAMACConfig]):
     recipe = "R4 (genes ≥ 5 % of N counts, median normalisation, log1p, 3,000 HVGs, no scaling)"
     # K must be given; faithful: the base defaults
     needs_counts = False  # log-normalised input accepted with a warning (the published code read a preprocessed CSV)
+    trainer_cls = ScAMACTrainer
 
     def prepare(self, adata: AnnData, config: ScAMACConfig) -> Prepared:
         try:
@@ -419,49 +394,3 @@ class ScAMAC(ClusteringMethod[ScAMACConfig]):
 
     def planned_epochs(self, config: ScAMACConfig) -> int:
         return config.epochs * (config.de_epochs + config.fkm_epochs)
-
-    def train(self, data: Prepared, config: ScAMACConfig, ctx: FitContext):
-        f = _Fit(data.adata, config, ctx.device)
-        # initialisation: clean full pass, centres = K distinct random cells (+1e-6), memberships
-        z = f.fuse(f.features())
-        check_finite("scAMAC's initial embedding", z, epoch=0, phase="init")
-        c = z[torch.as_tensor(f.rng.choice(f.n, size=int(config.n_clusters), replace=False), device=f.dev)] + 1e-6
-        u = f.memberships(z, c)
-        labels = u.argmax(dim=1).cpu().numpy().astype(np.int64)
-        ctx.initial(z.cpu().numpy(), labels)
-        for t in range(config.epochs):
-            # 1. autoencoder (DE) epochs with the memberships U fixed
-            for epoch in ctx.phase("autoencoder", config.de_epochs):
-                losses = _de_epoch(f, u, ctx, epoch)
-                if ctx.emit(epoch, "autoencoder", losses, embedding=f.display_embedding, labels=labels):
-                    break
-            if ctx.stop_requested:
-                break
-            # 2. clustering-network (FKM) epochs with C, U and the adaptive weights D fixed
-            lr = f.set_fkm_lr(t)
-            feats = f.features()
-            if config.fkm_epochs > 0:
-                z = f.fuse(feats)
-            dmat = fkm_weights(torch.cdist(z, c), config.sigma, config.paper_formulas)
-            for j, epoch in enumerate(ctx.phase("fkm", config.fkm_epochs)):
-                losses = _fkm_epoch(f, feats, c, u, dmat, ctx, epoch)
-                last = j == config.fkm_epochs - 1
-                if last or ctx.stop_requested:  # 3. end of the outer epoch: closed-form C and U, labels
-                    z = f.fuse(feats)
-                    c, u, labels = f.update(z, c, u, t)
-                z_now = z
-                if ctx.emit(epoch, "fkm", losses, embedding=(lambda: z_now.cpu().numpy()) if last else f.display_embedding,
-                            labels=labels, extra_metrics={"lr_fkm": lr}):
-                    break
-            if config.fkm_epochs == 0:  # still one closed-form update per outer epoch
-                z = f.fuse(feats)
-                c, u, labels = f.update(z, c, u, t)
-            if ctx.stop_requested:
-                break
-        if ctx.stop_requested:  # labels from the current model: fresh pass, memberships to the current centres
-            z = f.fuse(f.features())
-            labels = f.memberships(z, c).argmax(dim=1).cpu().numpy().astype(np.int64)
-        extras = {"batch_size": f.bs, "skipped_nan_batches": f.skipped_nan, "n_genes_used": int(data.adata.n_vars),
-                  "attention_keys": f.n if f.keys is None else int(len(f.keys)),
-                  "centres": c.cpu().numpy().astype(np.float32)}
-        return z.cpu().numpy().astype(np.float32), labels, extras

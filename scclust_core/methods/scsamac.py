@@ -56,18 +56,19 @@ from ..losses import (cluster_level_loss, count_nll, delta_label, nt_xent, soft_
                       target_distribution, wasserstein_1d)
 from ..preprocess import recipe_r1
 from ..estimate import CostModel, Measured, measured_runs
-from ._attention import CellMHA
 from ._types import MethodCard
-from ._base import ClusteringMethod, FitContext, Prepared
-from ._blocks import CountHead, amp_context, kmeans, leiden_on_embedding, mlp
+from ._base import FitContext, Prepared
+from ._blocks import amp_context, kmeans, leiden_on_embedding
 from ._loop import EpochMeter, encode_all, gather, minibatches, to_device
 from ._params import (adaptation_note, cuda_amp, kmeans_restarts, knn_neighbours, leiden_resolution_param,
                       nt_xent_temperature, smoke_test_note, variant)
 from ._registry import register_method
+from ._scsamac_net import ScSAMACNet, mask_rates, saliency_mask
+from ._trainer import DeepMethod, Phase, Report, Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ScSAMACConfig", "ScSAMAC", "ScSAMACNet", "saliency_mask", "mask_rates"]
+__all__ = ["ScSAMACConfig", "ScSAMAC", "ScSAMACTrainer", "ScSAMACNet", "saliency_mask", "mask_rates"]
 
 
 @dataclass
@@ -160,64 +161,17 @@ class ScSAMACConfig(MethodConfig):
             raise ValueError("mask_rates must be three percentages, e.g. [60, 30, 10]")
 
 
-# ----------------------------------------------------------------------------------------------------- pieces
-def mask_rates(x: torch.Tensor, thresholds=(0.1, 0.3), rates=(0.6, 0.3, 0.1)) -> torch.Tensor:
-    """Per-gene drop probability of the saliency-adjusted mask (§2.3) for a minibatch ``x`` [B, G].
-
-    ``r_g = c_g / max_g c_g`` with column sums ``c_g`` of the (z-scored) minibatch; ``r < t0`` → rates[0],
-    ``t0 ≤ r < t1`` → rates[1], otherwise rates[2]. The code's edge cases are reproduced: with all sums
-    negative the ratios flip, and NaN ratios (c_max = 0) fall in the last tier.
-    """
-    c = x.sum(dim=0)
-    r = c / c.max()
-    hi = torch.full_like(r, rates[2])
-    return torch.where(r < thresholds[0], torch.full_like(r, rates[0]),
-                       torch.where(r < thresholds[1], torch.full_like(r, rates[1]), hi))
-
-
-def saliency_mask(x: torch.Tensor, generator: torch.Generator | None = None, thresholds=(0.1, 0.3),
-                  rates=(0.6, 0.3, 0.1)) -> torch.Tensor:
-    """Zero whole gene columns of the minibatch with the tiered probabilities of :func:`mask_rates` (no rescaling)."""
-    p = mask_rates(x, thresholds, rates)
-    u = torch.rand(x.shape[1], generator=generator, device=x.device, dtype=x.dtype)
-    return x * (u >= p).to(x.dtype)
-
-
-class ScSAMACNet(nn.Module):
-    """Encoder MLP → cell attention → bottleneck → cell attention; decoder MLP → NB/ZINB heads (§2.2)."""
-
-    def __init__(self, n_genes: int, enc=(256, 64), dec=(64, 256), z_dim: int = 32, n_heads: int = 8,
-                 attn_dropout: float = 0.1, zinb: bool = False):
-        super().__init__()
-        w = int(enc[-1])
-        self.encoder = mlp([n_genes, *enc], act_last=True)
-        self.attn1 = CellMHA(w, n_heads, attn_dropout)
-        self.bottleneck = nn.Linear(w, z_dim)
-        self.attn2 = CellMHA(z_dim, n_heads, attn_dropout)
-        self.decoder = mlp([z_dim, *dec], act_last=True)
-        self.head = CountHead(int(dec[-1]), n_genes, zinb=zinb)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(x)
-        h = h + self.attn1(h)
-        z = self.bottleneck(h)
-        return z + self.attn2(z)
-
-    def decode(self, z: torch.Tensor):
-        """(mean, dispersion, π or None) of the count likelihood."""
-        return self.head(self.decoder(z))
-
-
-class _Fit:
-    """Tensors, model and random stream of one fit; every draw of the method comes from ``gen`` (seeded).
+class ScSAMACTrainer(Trainer[ScSAMACConfig]):
+    """Pretraining (NB + contrastive), K and centres on the pretrained latent, then the clustering stage with its
+    ``tol`` stop (§2). Every draw of the method comes from ``gen`` (seeded).
 
     The raw counts (NB/ZINB targets) live on the device when they fit in 2^28 entries, else stay a host CSR
     matrix whose minibatch rows are copied per step (pinned on CUDA).
     """
 
-    def __init__(self, ad: AnnData, config: ScSAMACConfig, device: str):
-        cfg = self.cfg = config
-        self.dev = torch.device(device)
+    def __init__(self, data: Prepared, config: ScSAMACConfig, ctx: FitContext):
+        super().__init__(data, config, ctx)
+        ad, cfg = data.adata, config
         self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
         self.n, g = ad.shape
         self.x = to_device(np.asarray(ad.X), self.dev, self.dtype)
@@ -234,6 +188,146 @@ class _Fit:
         self.contrast_w = cfg.contrast_weight if cfg.contrast_weight is not None else (0.001 if cfg.paper_intent else 0.01)
         self.clev_w = (cfg.cluster_level_weight if cfg.cluster_level_weight is not None
                        else (0.01 if cfg.paper_intent else 0.002))
+        # pretraining: Adam(amsgrad); the clustering stage replaces it
+        self.opt: torch.optim.Optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, amsgrad=True)
+        # clustering stage: the latest full-data latent and labels, the centres μ (None before the stage)
+        self.z: torch.Tensor | None = None
+        self.labels: np.ndarray | None = None
+        self.mu: nn.Parameter | None = None
+        self.head: nn.Module | None = None
+        self.k_extras: dict = {}
+        self.last: np.ndarray | None = None
+        self.run, self.converged = 0, False
+
+    def phases(self) -> list[Phase]:
+        cfg = self.cfg
+        return [Phase("pretrain", cfg.pretrain_epochs, self._pretrain_epoch),
+                Phase("cluster", cfg.cluster_epochs, self._cluster_epoch, start=self._start_cluster)]
+
+    # ----------------------------------------------------------------- 1. pretraining
+    def _pretrain_epoch(self, epoch: int) -> Report:
+        """One shuffled pass: count NLL of the noisy pass + w·NT-Xent(masked latent, clean latent) (Adam, amsgrad)."""
+        meter = EpochMeter()
+        self.model.train()
+        for idx in minibatches(self.n, self.bs, rng=self.gen):
+            xb, raw, sfb = self.batch(idx)
+            z0 = self.latent(xb)
+            zp = self.latent(self.masked(xb))
+            rec = self.recon_loss(xb, raw, sfb)
+            con = nt_xent(zp, z0, self.cfg.temperature)
+            loss = rec + self.contrast_w * con
+            self._step(loss)
+            meter.add(1, **{self.cfg.loss: rec, "contrastive": con, "total": loss})
+            if self.ctx.stop_requested:
+                break
+        return Report(meter.means(epoch=epoch, phase="pretrain"))
+
+    # ----------------------------------------------------------------- 2.–3. clustering stage
+    def _start_cluster(self) -> None:
+        """K and the initial centres on the pretrained latent, then Adadelta on the model and the centres μ."""
+        cfg = self.cfg
+        self.z = self.encode()
+        self.labels, centres, self.k_extras = self.initial_clusters(self.z.cpu().numpy().astype(np.float64))
+        if self.ctx.stop_requested or cfg.cluster_epochs == 0:
+            return
+        self.mu = nn.Parameter(torch.as_tensor(centres, dtype=self.dtype, device=self.dev))
+        self.head = (nn.Linear(cfg.z_dim, len(centres)).to(device=self.dev, dtype=self.dtype)
+                     if cfg.paper_intent else None)
+        params = list(self.model.parameters()) + [self.mu] + (list(self.head.parameters()) if self.head else [])
+        self.opt = torch.optim.Adadelta(params, lr=cfg.cluster_lr, rho=0.95)
+        self.last = self.labels
+
+    def _cluster_epoch(self, epoch: int) -> Report | None:
+        """A full encode → Student-t q, target p, labels; stop (None) when fewer than ``tol`` labels changed;
+        else one training pass."""
+        assert self.mu is not None
+        z = self.z = self.encode()
+        with torch.no_grad():
+            q_full = student_t_q(z, self.mu)
+            p_full = target_distribution(q_full)
+        labels = self.labels = q_full.argmax(dim=1).cpu().numpy().astype(np.int64)
+        dl, self.last = delta_label(labels, self.last), labels
+        if self.run > 0 and dl < self.cfg.tol:
+            self.converged = True
+            logger.info("scSAMAC: delta_label %.5f < tol %.5f at clustering epoch %d", dl, self.cfg.tol, self.run + 1)
+            return None
+        losses = self._cluster_pass(p_full).means(epoch=epoch, phase="cluster")
+        self.run += 1
+        return Report(losses, embedding=lambda: z.cpu().numpy().astype(np.float32), labels=labels,
+                      metrics={"delta_label": dl})
+
+    def _cluster_pass(self, p_full: torch.Tensor) -> EpochMeter:
+        """One pass over **unshuffled** consecutive minibatches [C]: count NLL + γ·0.001·soft k-means (+ dead terms)."""
+        cfg, mu = self.cfg, self.mu
+        if cfg.cluster_train_mode:
+            self.model.train()
+        meter = EpochMeter()
+        for idx in minibatches(self.n, self.bs, rng=None, shuffle=False, device=self.dev):
+            xb, raw, sfb = self.batch(idx)
+            z0 = self.latent(xb)
+            rec = self.recon_loss(xb, raw, sfb)
+            skm = soft_kmeans_loss(z0, mu)
+            clu, extra = cfg.softkmeans_weight * skm, {}
+            if cfg.paper_intent or cfg.log_dead_losses:
+                clu, extra = self._cluster_terms(xb, z0, p_full[idx], clu)
+            loss = rec + cfg.gamma * clu
+            self._step(loss)
+            meter.add(1, **{cfg.loss: rec, "softkmeans": skm, "total": loss}, **extra)
+            if self.ctx.stop_requested:
+                break
+        return meter
+
+    def _cluster_terms(self, xb: torch.Tensor, z0: torch.Tensor, p_rows: torch.Tensor,
+                       clu: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Wasserstein(p, q) and the cluster-level loss: trainable with ``paper_intent`` [P], else the code's
+        gradient-free values (fresh random ``Linear(z, K)`` per latent per call), only logged [C]."""
+        cfg, mu, head = self.cfg, self.mu, self.head
+        zp = self.latent(self.masked(xb))
+        qb = student_t_q(z0, mu)
+        if head is not None:
+            wd = wasserstein_1d(p_rows, qb)
+            cl = cluster_level_loss(head(z0), head(zp), cfg.cluster_margin)
+            return clu + wd + self.clev_w * cl, {"wasserstein": wd, "cluster_level": cl}
+        with torch.no_grad():
+            wd = wasserstein_1d(p_rows, qb)
+            pa = nn.Linear(cfg.z_dim, mu.shape[0]).to(device=self.dev, dtype=self.dtype)
+            pb = nn.Linear(cfg.z_dim, mu.shape[0]).to(device=self.dev, dtype=self.dtype)
+            cl = cluster_level_loss(pa(z0), pb(zp), cfg.cluster_margin)
+        return clu, {"wasserstein": wd, "cluster_level": cl}
+
+    # ----------------------------------------------------------------- live views and the result
+    def live_embedding(self) -> np.ndarray:
+        return self.encode().cpu().numpy().astype(np.float32)
+
+    def live_labels(self, z: np.ndarray) -> np.ndarray:
+        """Display-only K-means (n_init 1) for snapshots before the clustering stage; never feeds back."""
+        k = self.cfg.n_clusters if self.cfg.n_clusters is not None else min(8, len(z) - 1)
+        return kmeans(z, k, n_init=1, seed=self.cfg.seed)[0]
+
+    def embedding(self) -> np.ndarray:
+        """The last full-data latent of the clustering stage, or the pretrained latent (stage not reached)."""
+        if self.z is None:
+            self.z = self.encode()
+        return self.z.cpu().numpy().astype(np.float32)
+
+    def cluster(self, z: np.ndarray) -> np.ndarray:
+        """Argmax q of the last full-data update, or the initial clustering when the stage was not reached."""
+        if self.labels is None:
+            assert self.z is not None
+            self.labels, _, self.k_extras = self.initial_clusters(self.z.cpu().numpy().astype(np.float64))
+        return self.labels
+
+    def extras(self) -> dict:
+        if self.mu is None:
+            return {**self.k_extras, "cluster_epochs_run": 0}
+        return {**self.k_extras, "cluster_epochs_run": self.run, "converged": self.converged,
+                "centres": self.mu.detach().cpu().numpy().astype(np.float32)}
+
+    # ----------------------------------------------------------------- pieces
+    def _step(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(z-scored input, raw counts, size factors) of the minibatch rows ``idx``."""
@@ -264,14 +358,6 @@ class _Fit:
         in eval mode, as the code does [Q]."""
         return encode_all(self.model.encode, self.x, batch=self.bs, module=self.model, numpy=False, restore=False)
 
-    def embedding(self) -> np.ndarray:
-        return self.encode().cpu().numpy().astype(np.float32)
-
-    def display_labels(self, z: np.ndarray) -> np.ndarray:
-        """Display-only K-means (n_init 1) for snapshots before the clustering stage; never feeds back."""
-        k = self.cfg.n_clusters if self.cfg.n_clusters is not None else min(8, len(z) - 1)
-        return kmeans(z, k, n_init=1, seed=self.cfg.seed)[0]
-
     def initial_clusters(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """Labels and centres on the pretrained latent: K-means for a given K, else Leiden (K estimated)."""
         cfg = self.cfg
@@ -286,75 +372,9 @@ class _Fit:
         return labels.astype(np.int64), centres, {"k_estimated": int(len(uniq)), "k": int(len(uniq))}
 
 
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-
-
-def _pretrain_epoch(f: _Fit, opt: torch.optim.Optimizer, ctx: FitContext) -> EpochMeter:
-    """One shuffled pass: count NLL of the noisy pass + w·NT-Xent(masked latent, clean latent)."""
-    meter = EpochMeter()
-    f.model.train()
-    for idx in minibatches(f.n, f.bs, rng=f.gen):
-        xb, raw, sfb = f.batch(idx)
-        z0 = f.latent(xb)
-        zp = f.latent(f.masked(xb))
-        rec = f.recon_loss(xb, raw, sfb)
-        con = nt_xent(zp, z0, f.cfg.temperature)
-        loss = rec + f.contrast_w * con
-        _step(opt, loss)
-        meter.add(1, **{f.cfg.loss: rec, "contrastive": con, "total": loss})
-        if ctx.stop_requested:
-            break
-    return meter
-
-
-def _cluster_terms(f: _Fit, xb: torch.Tensor, z0: torch.Tensor, mu: torch.Tensor, head: nn.Module | None,
-                   p_rows: torch.Tensor, clu: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Wasserstein(p, q) and the cluster-level loss: trainable with ``paper_intent`` [P], else the code's
-    gradient-free values (fresh random ``Linear(z, K)`` per latent per call), only logged [C]."""
-    cfg = f.cfg
-    zp = f.latent(f.masked(xb))
-    qb = student_t_q(z0, mu)
-    if head is not None:
-        wd = wasserstein_1d(p_rows, qb)
-        cl = cluster_level_loss(head(z0), head(zp), cfg.cluster_margin)
-        return clu + wd + f.clev_w * cl, {"wasserstein": wd, "cluster_level": cl}
-    with torch.no_grad():
-        wd = wasserstein_1d(p_rows, qb)
-        pa = nn.Linear(cfg.z_dim, mu.shape[0]).to(device=f.dev, dtype=f.dtype)
-        pb = nn.Linear(cfg.z_dim, mu.shape[0]).to(device=f.dev, dtype=f.dtype)
-        cl = cluster_level_loss(pa(z0), pb(zp), cfg.cluster_margin)
-    return clu, {"wasserstein": wd, "cluster_level": cl}
-
-
-def _cluster_epoch(f: _Fit, opt: torch.optim.Optimizer, mu: nn.Parameter, head: nn.Module | None,
-                   p_full: torch.Tensor, ctx: FitContext) -> EpochMeter:
-    """One pass over **unshuffled** consecutive minibatches [C]: count NLL + γ·0.001·soft k-means (+ dead terms)."""
-    cfg = f.cfg
-    if cfg.cluster_train_mode:
-        f.model.train()
-    meter = EpochMeter()
-    for idx in minibatches(f.n, f.bs, rng=None, shuffle=False, device=f.dev):
-        xb, raw, sfb = f.batch(idx)
-        z0 = f.latent(xb)
-        rec = f.recon_loss(xb, raw, sfb)
-        skm = soft_kmeans_loss(z0, mu)
-        clu, extra = cfg.softkmeans_weight * skm, {}
-        if cfg.paper_intent or cfg.log_dead_losses:
-            clu, extra = _cluster_terms(f, xb, z0, mu, head, p_full[idx], clu)
-        loss = rec + cfg.gamma * clu
-        _step(opt, loss)
-        meter.add(1, **{cfg.loss: rec, "softkmeans": skm, "total": loss}, **extra)
-        if ctx.stop_requested:
-            break
-    return meter
-
-
 # ----------------------------------------------------------------------------------------------------- method
 @register_method("scsamac")
-class ScSAMAC(ClusteringMethod[ScSAMACConfig]):
+class ScSAMAC(DeepMethod[ScSAMACConfig]):
     """Saliency-masked, cell-attention NB autoencoder with contrastive pretraining and soft-k-means clustering (scSAMAC)."""
 
     card = MethodCard(
@@ -373,6 +393,7 @@ class ScSAMAC(ClusteringMethod[ScSAMACConfig]):
                 "single-cell clustering, Briefings in Bioinformatics 2025")
     recipe = "R1 (all genes; size factors, log1p, z-score); raw counts as NB/ZINB targets"
     can_estimate_k = True  # Leiden on the pretrained latent when K is empty (needs counts: the base default)
+    trainer_cls = ScSAMACTrainer
     # The architecture, losses and schedules follow the official code (tests check the pieces). On CITE-CBMC, the
     # file of the paper's 0.661, with K left empty (the script's default: Leiden on the pretrained latent, which is
     # also what the paper describes), the `paper` preset ran to `tol` with ARI 0.626 / 0.625 (seeds 1 / 2, after
@@ -388,47 +409,3 @@ class ScSAMAC(ClusteringMethod[ScSAMACConfig]):
 
     def planned_epochs(self, config: ScSAMACConfig) -> int:
         return config.pretrain_epochs + config.cluster_epochs
-
-    def train(self, data: Prepared, config: ScSAMACConfig, ctx: FitContext):
-        f = _Fit(data.adata, config, ctx.device)
-        ctx.initial(f.embedding, f.display_labels)
-
-        # 1. pretraining: count NLL (noisy pass) + contrastive (saliency-masked vs clean latent), Adam(amsgrad)
-        opt = torch.optim.Adam(f.model.parameters(), lr=config.lr, amsgrad=True)
-        for epoch in ctx.phase("pretrain", config.pretrain_epochs):
-            losses = _pretrain_epoch(f, opt, ctx).means(epoch=epoch, phase="pretrain")
-            if ctx.emit(epoch, "pretrain", losses, embedding=f.embedding, labels=f.display_labels):
-                break
-
-        # 2. K and the initial centres on the pretrained latent
-        z = f.encode()
-        labels, centres, extras = f.initial_clusters(z.cpu().numpy().astype(np.float64))
-        if ctx.stop_requested or config.cluster_epochs == 0:
-            return z.cpu().numpy().astype(np.float32), labels, {**extras, "cluster_epochs_run": 0}
-
-        # 3. clustering stage (Adadelta on the model and the centres μ): every epoch starts with a full encode →
-        #    Student-t q, target p, labels; stop when fewer than `tol` labels changed; then one training pass
-        mu = nn.Parameter(torch.as_tensor(centres, dtype=f.dtype, device=f.dev))
-        head = nn.Linear(config.z_dim, len(centres)).to(device=f.dev, dtype=f.dtype) if config.paper_intent else None
-        params = list(f.model.parameters()) + [mu] + (list(head.parameters()) if head is not None else [])
-        opt = torch.optim.Adadelta(params, lr=config.cluster_lr, rho=0.95)
-        last, converged, run = labels, False, 0
-        for epoch in ctx.phase("cluster", config.cluster_epochs):
-            z = f.encode()
-            with torch.no_grad():
-                q_full = student_t_q(z, mu)
-                p_full = target_distribution(q_full)
-            labels = q_full.argmax(dim=1).cpu().numpy().astype(np.int64)
-            dl, last = delta_label(labels, last), labels
-            if run > 0 and dl < config.tol:
-                converged = True
-                logger.info("scSAMAC: delta_label %.5f < tol %.5f at clustering epoch %d", dl, config.tol, run + 1)
-                break
-            losses = _cluster_epoch(f, opt, mu, head, p_full, ctx).means(epoch=epoch, phase="cluster")
-            run += 1
-            if ctx.emit(epoch, "cluster", losses, embedding=lambda: z.cpu().numpy().astype(np.float32),
-                        labels=labels, extra_metrics={"delta_label": dl}):
-                break
-        extras.update({"cluster_epochs_run": run, "converged": converged,
-                       "centres": mu.detach().cpu().numpy().astype(np.float32)})
-        return z.cpu().numpy().astype(np.float32), labels, extras
