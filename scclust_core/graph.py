@@ -4,8 +4,9 @@ Two callers need many Leiden partitions of one embedding, fast: ``recommend``'s 
 each view) and the default-K estimate before Start. Both use this module: an exact kNN graph from scikit-learn
 (``sc.pp.neighbors``' first call in a process compiles numba code for minutes on a small CPU, and its UMAP
 weights are not needed to count communities) and ``leidenalg`` with its own seed — no global random generator is
-touched. The ``leiden`` method and the deep methods' Leiden step keep scanpy's recipe
-(:func:`~scclust_core.methods._blocks.leiden_on_embedding`), the field's reference implementation.
+touched. The ``leiden`` method, the deep methods' Leiden step and Leiden after an integration use scanpy's recipe
+(:func:`leiden_on_embedding`: ``sc.pp.neighbors`` + ``sc.tl.leiden``), the field's reference implementation, on
+a kNN graph or on a graph given (BBKNN's).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import warnings
 import numpy as np
 from anndata import AnnData
 
-__all__ = ["knn_graph", "leiden_partition", "leiden_k"]
+__all__ = ["knn_graph", "leiden_partition", "leiden_k", "leiden_on_embedding"]
 
 
 def knn_graph(z: np.ndarray, k: int):
@@ -52,3 +53,30 @@ def leiden_k(adata: AnnData, *, seed: int = 0, n_neighbors: int = 15, resolution
     x = np.asarray(ad.obsm["X_pca"], dtype=np.float32)
     labels = leiden_partition(knn_graph(x, n_neighbors), resolution, seed)
     return max(2, int(len(np.unique(labels))))
+
+
+def leiden_on_embedding(z: np.ndarray | None, *, n_neighbors: int, resolution: float, seed: int,
+                        flavor: str = "igraph", n_iterations: int | None = None, adjacency=None) -> np.ndarray:
+    """Leiden labels (int64) with scanpy: ``neighbors(use_rep='X')`` of ``z`` then ``leiden``, or ``leiden`` on a
+    given ``adjacency`` (then ``z`` is not used).
+
+    ``n_neighbors`` is capped at N − 1 (at least 2). The igraph flavour runs on the undirected graph with
+    ``n_iterations`` (default 2, scanpy's recommended setting, docs/methods.md §0.6); ``leidenalg`` uses scanpy's
+    default iterations unless given.
+    """
+    import scanpy as sc
+
+    n = adjacency.shape[0] if adjacency is not None else len(z)
+    ad = AnnData(np.zeros((n, 1), dtype=np.float32) if z is None else np.asarray(z, dtype=np.float32))
+    kw: dict = {"directed": False, "n_iterations": 2} if flavor == "igraph" else {}
+    if n_iterations is not None:
+        kw["n_iterations"] = int(n_iterations)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if adjacency is not None:
+            kw["adjacency"] = adjacency
+        else:
+            sc.pp.neighbors(ad, n_neighbors=max(int(min(n_neighbors, ad.n_obs - 1)), 2), use_rep="X",
+                            random_state=seed)
+        sc.tl.leiden(ad, resolution=resolution, flavor=flavor, random_state=seed, key_added="leiden", **kw)
+    return ad.obs["leiden"].astype(int).to_numpy().astype(np.int64)

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Sequence
 
 import numpy as np
+from ..graph import leiden_on_embedding  # noqa: F401  (the methods' import path)
 import torch
 import torch.nn as nn
 
@@ -76,26 +77,6 @@ def kmeans(z: np.ndarray, k: int, *, n_init: int, seed: int, init: str = "k-mean
     km = KMeans(n_clusters=int(k), init=init, n_init=int(n_init), random_state=int(seed))
     labels = km.fit_predict(z)
     return labels.astype(np.int64), km.cluster_centers_
-
-
-def leiden_on_embedding(z: np.ndarray, *, n_neighbors: int, resolution: float, seed: int,
-                        flavor: str = "igraph") -> np.ndarray:
-    """Leiden labels (int64) on a kNN graph of an embedding (scanpy ``neighbors(use_rep='X')`` + ``leiden``).
-
-    ``n_neighbors`` is capped at N − 1 (at least 2). The igraph flavour runs 2 iterations on the undirected
-    graph (scanpy's recommended setting, docs/methods.md §0.6); ``leidenalg`` uses its own defaults.
-    """
-    import scanpy as sc
-    from anndata import AnnData
-
-    ad = AnnData(np.asarray(z, dtype=np.float32))
-    k = int(min(n_neighbors, ad.n_obs - 1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.neighbors(ad, n_neighbors=max(k, 2), use_rep="X", random_state=seed)
-        kw = {"directed": False, "n_iterations": 2} if flavor == "igraph" else {}
-        sc.tl.leiden(ad, resolution=resolution, flavor=flavor, random_state=seed, key_added="leiden", **kw)
-    return ad.obs["leiden"].astype(int).to_numpy().astype(np.int64)
 
 
 def amp_context(enabled: bool, device: torch.device | str) -> AbstractContextManager:

@@ -10,6 +10,7 @@ from anndata import AnnData
 from sklearn.cluster import KMeans
 
 from ..config import MethodConfig, param
+from ..graph import leiden_on_embedding
 from ..integrate import bbknn_graph, combat
 from ..preprocess import recipe_classic
 from ..estimate import CostModel, Measured, measured_runs
@@ -105,15 +106,9 @@ class Leiden(_Classic[LeidenConfig]):
 
     def train(self, data: Prepared, config: LeidenConfig, ctx: FitContext) -> tuple[np.ndarray, np.ndarray, dict]:
         ad = data.adata
-        kw = {"directed": False} if config.flavor == "igraph" else {}
-        if "bbknn" in ad.obsp:  # the batch-balanced graph replaces the plain kNN graph
-            kw["adjacency"] = ad.obsp["bbknn"]
-        else:
-            sc.pp.neighbors(ad, n_neighbors=min(config.n_neighbors, ad.n_obs - 1), use_rep="X_pca",
-                            random_state=config.seed)
-        sc.tl.leiden(ad, resolution=config.resolution, flavor=config.flavor, n_iterations=config.n_iterations,
-                     random_state=config.seed, key_added="leiden", **kw)
-        labels = ad.obs["leiden"].astype(int).to_numpy()
+        labels = leiden_on_embedding(ad.obsm["X_pca"], n_neighbors=config.n_neighbors, resolution=config.resolution,
+                                     seed=config.seed, flavor=config.flavor, n_iterations=config.n_iterations,
+                                     adjacency=ad.obsp.get("bbknn"))  # the batch-balanced graph when BBKNN ran
         extras = {}
         if config.n_clusters is not None:
             extras["note"] = "Leiden does not take K: n_clusters was ignored; tune the resolution instead."
@@ -121,8 +116,6 @@ class Leiden(_Classic[LeidenConfig]):
 
     def cluster_embedding(self, z: np.ndarray, config: LeidenConfig) -> tuple[np.ndarray, dict]:
         """Leiden on the kNN graph of a given embedding, with this config's neighbours and resolution."""
-        from ._blocks import leiden_on_embedding
-
         labels = leiden_on_embedding(z, n_neighbors=config.n_neighbors, resolution=config.resolution,
                                      seed=config.seed, flavor=config.flavor)
         return labels, {}
