@@ -40,13 +40,23 @@ def leiden_partition(g, resolution: float, seed: int, *, n_iterations: int = 2) 
     return np.asarray(part.membership, dtype=np.int64)
 
 
-def leiden_k(adata: AnnData, *, seed: int = 0, n_neighbors: int = 15, resolution: float = 1.0) -> int:
+#: the default-K estimate looks at most this many cells (a random subsample): Leiden's community count at
+#: resolution 1 hardly moves with more, and on 50,000 cells the whole recipe blocked the page for ~160 s
+K_ESTIMATE_CELLS = 10_000
+
+
+def leiden_k(adata: AnnData, *, seed: int = 0, n_neighbors: int = 15, resolution: float = 1.0,
+             max_cells: int = K_ESTIMATE_CELLS) -> int:
     """Label-free number of clusters: Leiden (resolution 1) on the kNN graph of 50 PCs of the classic recipe
-    (normalise, log, 2,000 HVGs, scale, PCA). The default K when no reference annotation is chosen."""
+    (normalise, log, 2,000 HVGs, scale, PCA) of at most ``max_cells`` cells. The default K when no reference
+    annotation is chosen."""
     from .preprocess import recipe_classic
 
     if adata.n_obs < 3:
         raise ValueError(f"Need at least 3 cells to estimate K (got {adata.n_obs})")
+    if adata.n_obs > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+        adata = adata[rows]
     with warnings.catch_warnings():  # "X is not counts" is the classic recipe's business, not the estimate's
         warnings.simplefilter("ignore")
         ad = recipe_classic(adata, n_top_genes=2000, n_pcs=50, max_value=10, seed=seed)

@@ -69,3 +69,10 @@ def test_leiden_k_is_label_free_and_sensible():
     assert leiden_k(ad) == k1 and 2 <= k1 <= 12
     with pytest.raises(ValueError):
         leiden_k(ad[:2].copy())
+
+
+def test_leiden_k_looks_at_a_bounded_subsample():
+    ad = datasets.synthetic(600, 100, 4, seed=2)
+    full = leiden_k(ad, max_cells=10_000)
+    sub = leiden_k(ad, max_cells=300)
+    assert 2 <= sub <= 12 and abs(sub - full) <= 3
