@@ -200,9 +200,10 @@ def test_h5ad_with_lognorm_x_and_counts_layer(small, tmp_path):
     adata.layers["counts"] = adata.X.copy()
     adata.X = sp.csr_matrix(np.log1p(_dense(adata.X)) - 1.0)  # has negatives, e.g. scaled data
     got = scio.read(scio.write(adata, tmp_path / "norm.h5ad"))
-    summary = scio.describe(got)
-    assert not summary.is_counts
-    assert summary.counts_location == "layers['counts']"
+    summary = scio.describe(got)  # the scanpy convention: the counts in layers['counts'] become the data
+    assert summary.is_counts and summary.counts_location == "X"
+    np.testing.assert_array_equal(_dense(got.X), _dense(small.X))
+    assert "layers['counts'] are used" in " ".join(scio.read_report(got).notes)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import anndata as ad
 
 from .budget import require
 from .errors import corrupt, fmt_bytes
+from .matrices import pick_matrix
 from .report import note
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ def read_h5ad(path: Path, label: str | None = None) -> ad.AnnData:
         if isinstance(exc, MemoryError):
             raise
         raise corrupt("h5ad could not be read", exc) from exc
+    if adata.X is not None:  # processed files: counts from a layer or .raw, or recovered (io.matrices)
+        adata, why = pick_matrix(adata)
+        if why:
+            note(why)
+        return adata
     if adata.X is None:
         if "counts" in adata.layers:
             note("The .h5ad has no X: layers['counts'] is used as the expression matrix")

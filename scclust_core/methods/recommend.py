@@ -87,17 +87,30 @@ class RecommendConfig(MethodConfig):
 
 
 def _lognorm(adata: AnnData) -> AnnData:
-    """Filtered, median-normalised, log1p counts with ``var['rank']`` = dispersion rank (0 = most variable)."""
+    """Filtered, median-normalised, log1p counts with ``var['rank']`` = dispersion rank (0 = most variable).
+
+    Without raw counts a log-normalised X is taken as it is (with the classic methods' warning) and no deep view
+    can train (they need the counts): ``layers['counts']`` is then absent."""
     import scanpy as sc
 
-    from ..preprocess import _filter_zero, counts_adata
+    from ..preprocess import _filter_zero, counts_adata, lognormalised_input
 
-    ad = _filter_zero(counts_adata(adata))
-    ad.layers["counts"] = ad.X.copy()  # the deep candidates train on counts
+    try:
+        ad = _filter_zero(counts_adata(adata))
+        ad.layers["counts"] = ad.X.copy()  # the deep candidates train on counts
+        lognorm = False
+    except ValueError:  # no counts anywhere: a log-normalised X is accepted, anything else refused
+        x, msg = lognormalised_input(adata, "recommend")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        ad = AnnData(x, obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+        ad.obs["cell_index"] = np.arange(adata.n_obs, dtype=np.int64)
+        ad.uns["input_warnings"] = [msg]
+        lognorm = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sc.pp.normalize_total(ad)
-        sc.pp.log1p(ad)
+        if not lognorm:
+            sc.pp.normalize_total(ad)
+            sc.pp.log1p(ad)
         sc.pp.highly_variable_genes(ad, flavor="seurat", n_top_genes=max(1, ad.n_vars - 1))
     disp = np.nan_to_num(ad.var["dispersions_norm"].to_numpy(np.float64), nan=-np.inf)
     rank = np.empty(ad.n_vars, dtype=np.int64)
@@ -208,7 +221,8 @@ class Recommend(ClusteringMethod[RecommendConfig]):
     recipe = "normalize_total, log1p, nested HVG sets (seurat ranking), scale (clip 10), PCA per HVG size"
     fidelity = ("a new method (no paper to match): consensus of classic candidates; a deep embedding joins them "
                 "with the with_deep preset")
-    can_estimate_k = True  # needs counts: the base default
+    can_estimate_k = True
+    needs_counts = False  # log-normalised X is accepted with a warning, as by the classic candidates it combines
     kind = "consensus"
     summary_key = "recommend"  # extras, obs[key + '_confidence'] and uns[key]['consensus'] (kept for old runs)
     deep = True  # candidates are reported as epochs: live progress, ETA, cancel, snapshots
@@ -317,6 +331,9 @@ class _Candidates:
         from ._registry import get_method
 
         name, seed = key.split(" seed ")
+        if "counts" not in self.ad.layers:
+            self.deep_notes.append(f"{key}: not trained (the data holds no raw counts); its candidates were skipped.")
+            return None
         counts = self.ad.layers["counts"]
         est = estimate(get_method(name), self.config.deep_preset, counts.shape[0], counts.shape[1]).seconds
         left = self.config.budget_s - self.elapsed()
