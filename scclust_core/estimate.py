@@ -104,6 +104,8 @@ class Estimate:
             parts.append(f"≈ {format_seconds(self.seconds)}")
         if self.mib is not None:
             parts.append(f"peak memory ≈ {self.mib / 1024:.1f} GiB" if self.mib >= 1024 else f"peak memory ≈ {self.mib:.0f} MiB")
+        elif self.seconds is not None:
+            parts.append("peak memory not measured for this method yet")
         return " · ".join(parts) or "no estimate"
 
 

@@ -1,6 +1,7 @@
 """Hyperparameter forms generated from a method's config dataclass (basic fields first, advanced folded)."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import streamlit as st
@@ -38,6 +39,29 @@ def pretty_label(spec: FieldSpec) -> str:
             words = ["number", "of"] + words[1:]
         text = " ".join(_WORDS.get(w, w) for w in words)
     return text[:1].upper() + text[1:]
+
+
+_PRESET_WORDS = {"paper": "the published settings", "cpu": "adapted for machines without a GPU",
+                 "default": "the recommended settings", "with_deep": "adds a deep view (slower)",
+                 "thorough": "more candidates and deep views (slower)"}
+
+
+def plain_note(note: str) -> str:
+    """A preset note for people: the fidelity tags ([A], [C], [P], [Q]: provenance, in docs/methods.md) dropped."""
+    return re.sub(r"\s*\[[ACPQ]\]", "", note).replace("  ", " ").strip()
+
+
+def preset_label(name: str, note: str) -> str:
+    """``name — what it is`` in a few whole words (the full note is shown under the picker)."""
+    if name in _PRESET_WORDS:
+        return f"{name} — {_PRESET_WORDS[name]}"
+    text = plain_note(note).split(":")[0].split(";")[0].split(". ")[0]
+    words, out = text.split(), ""
+    for w in words:
+        if len(out) + len(w) + 1 > 60:
+            break
+        out = f"{out} {w}".strip()
+    return f"{name} — {out}" if out else name
 
 
 def _widget(spec: FieldSpec, value: Any, wkey: str):
@@ -86,17 +110,20 @@ def config_form(method: str, *, key: str = "cfg") -> tuple[str | None, dict[str,
     m = get_method(method)
     cfg_cls = m.Config
     store = _store(key, method)
-    presets = cfg_cls.preset_names()
+    presets = cfg_cls.user_presets()
     preset = None
     if presets:
         default = store["preset"] if store["preset"] in presets else cfg_cls.default_preset()
         c1, c2 = st.columns([3, 1])
         preset = c1.selectbox(
             "Preset", presets, index=presets.index(default) if default in presets else 0, key=f"{key}_{method}_preset",
-            format_func=lambda p: f"{p} — {cfg_cls.PRESET_NOTES.get(p, '')}".rstrip(" —"),
-            help="'paper' = the published settings; 'cpu' = an adaptation for machines without a GPU.",
+            format_func=lambda p: preset_label(p, cfg_cls.PRESET_NOTES.get(p, "")),
+            help="'paper' = the published settings (fast on a GPU); 'cpu' = adapted to finish in minutes on a "
+                 "laptop. The full note of the chosen preset is shown below.",
         )
         store["preset"] = preset
+        if cfg_cls.PRESET_NOTES.get(preset):
+            st.caption(plain_note(cfg_cls.PRESET_NOTES[preset]))
         c2.write("")
         if c2.button("Reset to defaults", key=f"{key}_{method}_reset", help="Back to the preset's values"):
             store["values"].pop(preset, None)
