@@ -409,3 +409,20 @@ def summary_dict(res: cons.ConsensusResult, names: list[str], agree: np.ndarray,
         "confidence": np.round(res.confidence.astype(float), 4).tolist(),
         "mean_confidence": float(res.confidence.mean()),
     }
+
+
+def candidate_partitions(adata: AnnData, config: RecommendConfig) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Every classic candidate partition of a run (no time budget, no deep view, no consensus), its name, and the
+    input rows of the cells kept: what the leave-one-dataset-out protocol (:mod:`scclust_core.lodo`) combines."""
+    ad = _lognorm(adata)
+    views = _views(ad, config)
+    plan = [s for s in _candidate_plan({s: z.shape[1] for s, z in views.items()}, config) if not isinstance(s[1], str)]
+    graphs: dict = {}
+    found_k: dict = {}
+    parts, names = [], []
+    for step in plan:
+        lab = _run_candidate(step, views, graphs, found_k, config)
+        if lab is not None:
+            parts.append(np.unique(lab, return_inverse=True)[1].astype(np.int64))
+            names.append(_name(step, found_k))
+    return np.vstack(parts), names, ad.obs["cell_index"].to_numpy(np.int64)
