@@ -1,6 +1,6 @@
 import streamlit as st
 
-from scclust_core.ui import common, data_ui, state
+from scclust_core.ui import common, data_ui, samples_ui, state
 from scclust_core.ui.common import guard, show_table
 
 common.page_setup()
@@ -17,8 +17,14 @@ if state.adata() is None:
 with guard("Summarising the data"):
     data_ui.summary_section()
 
+with guard("Samples"):
+    data_ui.samples_section()
+
 with guard("Quality control"):
     data_ui.qc_section()
+
+with guard("Doublets"):
+    samples_ui.doublet_section()
 
 with st.expander("Preview of the cell annotations (obs)"):
     show_table(state.adata().obs.head(50))

@@ -15,3 +15,6 @@ st.subheader("Where do the cells of a run go?")
 rec = state.choose_run("Run")
 with common.guard("Comparing"):
     compare_ui.flows(rec)
+
+with common.guard("Showing the samples"):
+    compare_ui.samples_section(rec)

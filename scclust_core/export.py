@@ -13,8 +13,13 @@ The labeled AnnData keeps the data as it was read (``X`` with its sparse format,
 - ``obsm['X_umap']``: the UMAP of the first run (what CELLxGENE opens with), unless the upload had one;
 - ``layers['counts']``: the raw counts when ``X`` holds them (scanpy's convention before normalising);
   ``layers['lognorm']`` only when asked for;
-- ``uns['scclust']``: version, what each added key holds (``keys``), what was moved (``moved``), and per run the
-  method, preset, metrics, renames and the full run record as JSON text.
+- ``uns['scclust']``: version, what each added key holds (``keys``), what was moved (``moved``), the sample key
+  (``batch_key``), and per run the method, preset, metrics (batch mixing included), renames, the integration
+  (``integration``: sample key, method, samples, notes) and the full run record as JSON text.
+
+Several samples: ``obs['sample']`` and the doublet flags (``obs['predicted_doublet']``, ``obs['doublet_score']``)
+are the data's own columns and are kept; the learned embedding of an integrated run is the corrected one (what
+the final clustering used), under ``emb_`` like any other (a layout ``X_*`` only for 2-D views).
 
 Uploaded ``obsm['X_*']`` entries that are not 2-D (e.g. a 50-dimensional ``X_pca``) would show in CELLxGENE as a
 layout of their first two dimensions; they are kept under the same name without the ``X_`` prefix.
@@ -50,6 +55,8 @@ class RunExport:
     record: dict[str, Any] = field(default_factory=dict)
     edits: dict[str, str] = field(default_factory=dict)
     original_labels: pd.Series | None = None
+    #: the run's integration (``extras['integration']``: batch_key, method, batches, notes); empty: one sample
+    integration: dict[str, Any] = field(default_factory=dict)
 
 
 def run_key(run_id: str, method: str) -> str:
@@ -70,12 +77,12 @@ def _finite_xy(xy: np.ndarray) -> np.ndarray:
 
 
 def labeled_adata(adata: AnnData, runs: Sequence[RunExport], *, lognorm: Any = None,
-                  counts_layer: bool = True) -> AnnData:
+                  counts_layer: bool = True, batch_key: str | None = None) -> AnnData:
     """A copy of ``adata`` with the runs added (see the module docstring); ``adata`` itself is not modified.
 
     ``lognorm``: a cells × genes matrix (or AnnData) of normalised values to store as ``layers['lognorm']``
     (only when the user asks for it). ``counts_layer``: store ``X`` as ``layers['counts']`` when it holds
-    integer counts and no counts layer exists.
+    integer counts and no counts layer exists. ``batch_key``: the confirmed sample key (said in ``uns``).
     """
     from . import __version__
 
@@ -83,6 +90,7 @@ def labeled_adata(adata: AnnData, runs: Sequence[RunExport], *, lognorm: Any = N
     meta: dict[str, Any] = {"version": __version__, "runs": {}, "keys": {}, "moved": {}}
     _move_wide_layouts(out, meta)
     _add_layers(out, meta, lognorm=lognorm, counts_layer=counts_layer)
+    _note_sample_columns(out, meta, batch_key)
     for i, r in enumerate(runs):
         key = _free_obs_key(out, r.key, meta)
         _add_labels(out, r, key, meta)
@@ -91,8 +99,11 @@ def labeled_adata(adata: AnnData, runs: Sequence[RunExport], *, lognorm: Any = N
             if emb.shape[0] != out.n_obs:
                 raise ValueError(f"Run {r.key}: embedding has {emb.shape[0]} rows but the data has {out.n_obs} cells")
             out.obsm[f"emb_{key}"] = emb
-            meta["keys"][f"obsm['emb_{key}']"] = (f"learned embedding of {key} ({emb.shape[1]} dims) — for scanpy: "
-                                               f"sc.pp.neighbors(adata, use_rep='emb_{key}')")
+            integ = r.integration or {}
+            how = (f", corrected by {integ['method']} for obs['{integ.get('batch_key')}']"
+                   if integ.get("method") not in (None, "none") else "")
+            meta["keys"][f"obsm['emb_{key}']"] = (f"learned embedding of {key} ({emb.shape[1]} dims{how}) — for "
+                                               f"scanpy: sc.pp.neighbors(adata, use_rep='emb_{key}')")
         if r.umap is not None:
             xy = _finite_xy(r.umap)
             if xy.shape != (out.n_obs, 2):
@@ -108,6 +119,17 @@ def labeled_adata(adata: AnnData, runs: Sequence[RunExport], *, lognorm: Any = N
     meta["X"] = describe_matrix(out.X)
     out.uns["scclust"] = meta
     return out
+
+
+def _note_sample_columns(out: AnnData, meta: dict[str, Any], batch_key: str | None) -> None:
+    """Say what the sample and doublet columns of the data are (they are kept as they are)."""
+    if batch_key and batch_key in out.obs:
+        meta["batch_key"] = batch_key
+        meta["keys"][f"obs['{batch_key}']"] = "the sample of each cell (the sample key of the runs' integration)"
+    if "predicted_doublet" in out.obs:
+        meta["keys"]["obs['predicted_doublet']"] = "Scrublet's doublet call per cell (per sample); flagged, not removed"
+    if "doublet_score" in out.obs:
+        meta["keys"]["obs['doublet_score']"] = "Scrublet's doublet score per cell"
 
 
 def describe_matrix(X: Any) -> str:
@@ -184,8 +206,15 @@ def _run_meta(r: RunExport) -> dict[str, Any]:
         "preset": str(rec.get("preset") or ""), "status": str(rec.get("status", "")),
         "metrics": {k: float(v) for k, v in (rec.get("metrics") or {}).items() if isinstance(v, (int, float)) and v == v},
         "renames": {str(k): str(v) for k, v in (r.edits or {}).items()},
+        **({"integration": _integration_meta(r.integration)} if r.integration else {}),
         "record_json": json.dumps(rec, default=str),
     }
+
+
+def _integration_meta(integ: dict[str, Any]) -> dict[str, Any]:
+    """The integration settings in a form h5ad stores (strings and lists of strings)."""
+    return {"batch_key": str(integ.get("batch_key", "")), "method": str(integ.get("method", "none")),
+            "batches": [str(b) for b in integ.get("batches", [])], "notes": [str(n) for n in integ.get("notes", [])]}
 
 
 def key_table(adata: AnnData) -> pd.DataFrame:

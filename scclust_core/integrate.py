@@ -29,7 +29,7 @@ from anndata import AnnData
 logger = logging.getLogger(__name__)
 
 __all__ = ["INTEGRATIONS", "MIN_BATCH_CELLS", "Batches", "check_batches", "batch_key_candidates", "harmony",
-           "combat", "bbknn_graph", "mixing_metrics", "split_warnings"]
+           "combat", "bbknn_graph", "mixing_metrics", "split_warnings", "INTEGRATION_EFFECTS", "integration_effect"]
 
 INTEGRATIONS = ("none", "harmony", "combat", "bbknn")
 #: a batch with fewer cells cannot be corrected meaningfully (Harmony's per-batch statistics, ComBat's means)
@@ -37,6 +37,29 @@ MIN_BATCH_CELLS = 10
 MAX_METRIC_CELLS = 20_000
 _KEY_HINTS = ("sample", "batch", "donor", "orig.ident", "orig_ident", "library", "chemistry", "technology", "tech",
               "patient", "individual", "lane", "plate", "run", "condition", "replicate", "dataset")
+
+
+#: what each integration does for each kind of method (docs/methods.md §0.11), for the Cluster page's caption
+INTEGRATION_EFFECTS: dict[tuple[str, str], str] = {
+    ("none", "classic"): "No correction: the PCs are clustered as they are; batch mixing is still measured.",
+    ("none", "consensus"): "No correction: every view is clustered as it is; batch mixing is still measured.",
+    ("none", "deep"): "No correction: the learned embedding is clustered as it is; batch mixing is still measured.",
+    ("harmony", "classic"): "Harmony corrects the 50 PCs for the sample/batch before the clustering.",
+    ("harmony", "consensus"): "Harmony corrects the PCs of every view before the candidates are clustered.",
+    ("harmony", "deep"): "The counts are never corrected (the model needs them raw): Harmony corrects the learned "
+                         "embedding after training, and the final clustering is K-means with the run's K (Leiden, "
+                         "resolution 1, when K is left empty) on the corrected embedding, not the method's own "
+                         "clustering step.",
+    ("combat", "classic"): "ComBat corrects the scaled highly variable genes, then the PCA is computed again.",
+    ("bbknn", "classic"): "BBKNN builds a batch-balanced kNN graph of the PCs (each cell's neighbours drawn from "
+                          "every batch) for the graph clustering.",
+}
+
+
+def integration_effect(integration: str, kind: str) -> str:
+    """What ``integration`` does for a method of ``kind`` (``classic``, ``consensus``, ``deep``)."""
+    return INTEGRATION_EFFECTS.get((integration, kind), f"{integration} is applied as the method documents it "
+                                                        "(docs/methods.md §0.11).")
 
 
 @dataclass(frozen=True)
@@ -186,8 +209,9 @@ def _metric_rows(rows: np.ndarray, codes: np.ndarray, seed: int) -> np.ndarray:
 
 
 def split_warnings(labels: np.ndarray, batches: Batches, *, cluster_share: float = 0.9,
-                   sample_share: float = 0.5) -> list[str]:
-    """A warning per cluster that is ≥ 90 % one sample while that sample is ≤ 50 % of the cells."""
+                   sample_share: float = 0.5, names: list[str] | None = None) -> list[str]:
+    """A warning per cluster that is ≥ 90 % one sample while that sample is ≤ 50 % of the cells; ``names``: the
+    clusters' shown names by label code (the user's renames), else the codes."""
     labels = np.asarray(labels)
     total = np.bincount(batches.codes, minlength=batches.n) / len(batches.codes)
     out = []
@@ -196,6 +220,6 @@ def split_warnings(labels: np.ndarray, batches: Batches, *, cluster_share: float
         share = np.bincount(batches.codes[sel], minlength=batches.n) / sel.sum()
         top = int(share.argmax())
         if share[top] >= cluster_share and total[top] <= sample_share:
-            out.append(f"cluster {c} is {share[top]:.0%} {batches.key} {batches.names[top]!r} (which holds "
+            out.append(f"cluster {c if names is None else names[int(c)]} is {share[top]:.0%} {batches.key} {batches.names[top]!r} (which holds "
                        f"{total[top]:.0%} of the cells): a batch effect or a {batches.key}-specific population")
     return out

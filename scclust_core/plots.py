@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 __all__ = [
     "palette", "qc_histograms", "loss_curves", "metric_curves", "loss_series", "metric_series", "phase_spans",
     "METRIC_KEYS", "series_colour", "snapshot_grid", "snapshot_player",
-    "embedding_scatter", "cluster_sizes", "composition_bar", "dotplot", "heatmap", "violin", "sankey",
+    "embedding_scatter", "cluster_sizes", "composition_bar", "sample_composition", "dotplot", "heatmap", "violin", "sankey",
     "contingency_heatmap", "pick_snapshots", "pick_snapshot_indices", "best_and_final", "stable_snapshot_labels",
     "match_clusters", "short_label", "categories", "cluster_colours", "MISSING_COLOUR", "label_strings",
 ]
@@ -62,25 +62,41 @@ def _isnum(v: str) -> bool:
 
 
 # --------------------------------------------------------------------------- data / QC
-def qc_histograms(qc: pd.DataFrame, *, thresholds: dict[str, tuple[float | None, float | None]] | None = None
-                  ) -> go.Figure:
+def qc_histograms(qc: pd.DataFrame, *, thresholds: dict[str, tuple[float | None, float | None]] | None = None,
+                  groups: Sequence | None = None) -> go.Figure:
     """Histograms of counts per cell, genes per cell and (when present) % mitochondrial counts.
 
-    ``thresholds``: ``{column: (low, high)}`` drawn as dashed lines (the current filter settings).
+    ``thresholds``: ``{column: (low, high)}`` drawn as dashed lines (the current filter settings). ``groups``: the
+    sample of each cell: one overlaid histogram per sample (its colour as in the Sankey), so a sample of poorer
+    quality stands out.
     """
     cols = [c for c in ("total_counts", "n_genes", "pct_mito") if c in qc]
     titles = {"total_counts": "Counts per cell", "n_genes": "Genes detected per cell", "pct_mito": "% mitochondrial counts"}
     fig = make_subplots(rows=1, cols=len(cols), subplot_titles=[titles[c] for c in cols])
     for i, c in enumerate(cols, start=1):
-        fig.add_trace(go.Histogram(x=qc[c], nbinsx=60, marker_color=_PALETTE[i - 1], showlegend=False, name=titles[c]),
-                      row=1, col=i)
+        if groups is None:
+            fig.add_trace(go.Histogram(x=qc[c], nbinsx=60, marker_color=_PALETTE[i - 1], showlegend=False,
+                                       name=titles[c]), row=1, col=i)
+        else:
+            _sample_histograms(fig, qc[c].to_numpy(), groups, col=i)
         for v in (thresholds or {}).get(c, (None, None)):
             if v is not None:
                 fig.add_vline(x=v, line_dash="dash", line_color="crimson", row=1, col=i)
         fig.update_xaxes(title_text=_QC_AXES[c], row=1, col=i)
         fig.update_yaxes(title_text="number of cells" if i == 1 else None, row=1, col=i)
-    fig.update_layout(height=320, **_LAYOUT)
+    fig.update_layout(height=320 if groups is None else 360, barmode="overlay", **_LAYOUT)
     return fig
+
+
+def _sample_histograms(fig: go.Figure, values: np.ndarray, groups: Sequence, *, col: int) -> None:
+    """One translucent histogram per sample in subplot ``col`` (the legend is shown once, on the first)."""
+    g = label_strings(groups).to_numpy()
+    cats = categories(pd.Series(groups))
+    cols = palette(cats)
+    for name in cats:
+        fig.add_trace(go.Histogram(x=values[g == name], nbinsx=60, marker_color=cols[name], opacity=0.55,
+                                   name=short_label(name), legendgroup=name, showlegend=col == 1),
+                      row=1, col=col)
 
 
 _QC_AXES = {"total_counts": "total counts per cell (UMIs / reads)", "n_genes": "genes with ≥ 1 count",
@@ -447,6 +463,34 @@ def composition_bar(selected: Sequence, *, title: str = "Composition of the sele
                            text=[f"{n} ({p:.0f}%)" for n, p in zip(counts.values, frac.values)], textposition="auto"))
     fig.update_layout(title=title, xaxis_title="% of selected cells", height=max(250, 30 * len(counts) + 100),
                       yaxis=dict(autorange="reversed", type="category"), **_LAYOUT)
+    return fig
+
+
+def sample_composition(labels: Sequence, samples: Sequence, *, sample_name: str = "sample",
+                       title: str | None = None) -> go.Figure:
+    """Per cluster, the share of its cells from each sample (stacked horizontal bars, one colour per sample as in
+    the Sankey); a square in the cluster's colour (as on every other page) starts each row. Cells missing in
+    either are left out."""
+    sa, sb = pd.Series(labels).reset_index(drop=True), pd.Series(samples).reset_index(drop=True)
+    ok = (sa.notna() & sb.notna()).to_numpy()
+    ca, cb = categories(sa[ok]), categories(sb[ok])
+    tab = pd.crosstab(sa[ok].astype(str), sb[ok].astype(str)).reindex(index=ca, columns=cb, fill_value=0)
+    share = tab.div(tab.sum(axis=1).replace(0, 1), axis=0) * 100
+    cl_cols, s_cols = palette(ca), palette(cb)
+    fig = go.Figure()
+    for s_name in cb:
+        fig.add_trace(go.Bar(y=ca, x=share[s_name], orientation="h", name=short_label(s_name),
+                             marker_color=s_cols[s_name],
+                             customdata=np.array([[int(n), s_name] for n in tab[s_name]], dtype=object),
+                             hovertemplate="cluster %{y}: %{x:.0f}% from %{customdata[1]} "
+                                           "(%{customdata[0]} cells)<extra></extra>"))
+    fig.add_trace(go.Scatter(y=ca, x=[-4] * len(ca), mode="markers", showlegend=False, hoverinfo="skip",
+                             marker=dict(symbol="square", size=14, color=[cl_cols[c] for c in ca])))
+    fig.update_layout(barmode="stack", title=title or f"{sample_name.capitalize()} composition of each cluster",
+                      xaxis=dict(title="% of the cluster's cells", range=[-7, 100]),
+                      legend=dict(title_text=sample_name, traceorder="normal"),
+                      yaxis=dict(title="cluster", type="category", autorange="reversed"),
+                      height=max(300, 28 * len(ca) + 140), **_LAYOUT)
     return fig
 
 

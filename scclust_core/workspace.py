@@ -8,7 +8,8 @@ The id is the only credential: it is unguessable, matched in full, and an id tha
 
     dataset.h5ad            the current dataset (as uploaded, or after QC filtering)
     dataset_original.h5ad   the dataset before QC filtering (kept so filtering can be undone)
-    state.json              dataset name/fingerprint, reference annotation, cluster renames/merges per run,
+    state.json              dataset name/fingerprint, reference annotation, confirmed sample/batch key,
+                            cluster renames/merges per run,
                             and the user's choices per dataset fingerprint (re-uploading a file restores them)
     runs/<run_id>/          run records written by :class:`scclust_core.runs.RunRecorder`
     cache/                  derived data (UMAP/t-SNE/PCA coordinates, marker tables); safe to delete. Only
@@ -502,19 +503,36 @@ class Workspace:
     def _dataset_state(self, state: dict[str, Any], adata: AnnData, name: str, fp: dict, filtered: bool,
                        filter_params: dict | None) -> dict[str, Any]:
         """The state after a new dataset: the reference kept (filtering) or restored from this data's choices."""
-        if filtered:
-            reference = state.get("reference")
-        else:
-            reference = ((state.get("choices") or {}).get(fp.get("sha256")) or {}).get("reference")
+        kept = state if filtered else ((state.get("choices") or {}).get(fp.get("sha256")) or {})
+        reference, batch_key = kept.get("reference"), kept.get("batch_key")
         if reference is not None and reference not in adata.obs:
             reference = None
+        if batch_key is not None and batch_key not in adata.obs:
+            batch_key = None
         state.update(dataset_name=name, fingerprint=fp, n_cells=int(adata.n_obs), n_genes=int(adata.n_vars),
-                     reference=reference, filter=filter_params if filtered else None,
+                     reference=reference, batch_key=batch_key, filter=filter_params if filtered else None,
                      loaded_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         if not filtered:
             state["original_name"] = name
-        _remember_choice(state, reference=reference)
+        _remember_choice(state, reference=reference, **({"batch_key": batch_key} if batch_key else {}))
         return state
+
+    def update_dataset(self, adata: AnnData) -> None:
+        """Write ``adata`` over the current dataset when it holds the same cells and genes (same fingerprint) with
+        new annotations, e.g. doublet flags: the state, the runs and the pre-filter copy are kept as they are."""
+        from .io import dataset_fingerprint, write
+        from .io.write import estimate_h5ad_bytes
+
+        sha = dataset_fingerprint(adata).get("sha256")
+        needed = estimate_h5ad_bytes(adata)
+        with disk_errors(self.dataset_path, needed), self.lock():
+            if not self.has_dataset() or sha != self.fingerprint:
+                raise ValueError("Only annotations of the current dataset can be updated (same cells, genes and "
+                                 "values); a different dataset is stored with set_dataset")
+            old_bytes = self._file_bytes(self.dataset_path)
+            with atomic_path(self.dataset_path, needed=needed) as tmp:
+                write(adata, tmp)
+                self.check_quota(max(tmp.stat().st_size - old_bytes, 0), what="The updated dataset")
 
     def load_dataset(self) -> AnnData | None:
         if not self.has_dataset():
@@ -534,11 +552,12 @@ class Workspace:
                 return False
             adata = anndata.read_h5ad(self.original_path)
             state = self._state_for_update()
-            ref = state.get("reference")
+            ref, batch = state.get("reference"), state.get("batch_key")
             state.update(dataset_name=state.get("original_name", "dataset"), fingerprint=dataset_fingerprint(adata),
                          n_cells=int(adata.n_obs), n_genes=int(adata.n_vars), filter=None,
-                         reference=ref if ref in adata.obs else None)
-            _remember_choice(state, reference=state["reference"])
+                         reference=ref if ref in adata.obs else None, batch_key=batch if batch in adata.obs else None)
+            _remember_choice(state, reference=state["reference"],
+                             **({"batch_key": state["batch_key"]} if state["batch_key"] else {}))
             with atomic_path(self.state_path) as state_tmp:
                 state_tmp.write_text(json.dumps(state, indent=2, default=str))
                 os.replace(self.original_path, self.dataset_path)  # a rename: needs no free space
@@ -559,6 +578,20 @@ class Workspace:
             state = self._state_for_update()
             state["reference"] = column or None
             _remember_choice(state, reference=column or None)
+            _write_json(self.state_path, state)
+
+    # ------------------------------------------------------------------ sample / batch key (a choice per data)
+    @property
+    def batch_key(self) -> str | None:
+        """The obs column the user confirmed as each cell's sample/batch (None: one sample)."""
+        return self.load_state().get("batch_key")
+
+    def set_batch_key(self, column: str | None) -> None:
+        """Set (or clear) the confirmed sample/batch key, remembered for this dataset like the reference."""
+        with self.lock():
+            state = self._state_for_update()
+            state["batch_key"] = column or None
+            _remember_choice(state, batch_key=column or None)
             _write_json(self.state_path, state)
 
     def choices(self) -> dict[str, Any]:
@@ -619,6 +652,10 @@ class Workspace:
         values = np.array([str(v) for v in full], dtype=object)
         values[full < 0] = None
         cats = [str(v) for v in range(res.n_clusters)]
+        names = res.extras.get("label_names")  # a derived clustering (scclust_core.derived): "3.0", "3.1", …
+        if isinstance(names, list) and names and len(names) > int(full.max(initial=-1)):
+            cats = [str(n) for n in names]
+            values = np.array([cats[v] if v >= 0 else None for v in full], dtype=object)
         s = pd.Series(pd.Categorical(values, categories=cats))
         return apply_edits(s, self.edits(run_id)) if edited else s
 

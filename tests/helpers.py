@@ -104,3 +104,41 @@ def hostile_adata(adata: AnnData) -> AnnData:
     cats = (MD_PAYLOADS + FORMULAS)[:len(types)]
     ad.obs[HOSTILE_COLUMN] = pd.Categorical(ad.obs["cell_type"].astype(str).map(dict(zip(types, cats))))
     return ad
+
+
+def sample_file_bytes(ad: AnnData, fmt: str) -> bytes:
+    """``ad`` as the bytes of an upload: ``h5ad``, ``csv`` (cells × genes, integer counts) or ``zip`` (a zipped
+    10x matrix folder: matrix.mtx, features.tsv, barcodes.tsv)."""
+    import io
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    import scipy.io
+
+    if fmt == "h5ad":
+        with tempfile.TemporaryDirectory() as d:
+            ad.write_h5ad(Path(d) / "x.h5ad")
+            return (Path(d) / "x.h5ad").read_bytes()
+    if fmt == "csv":
+        x = ad.X.toarray() if sp.issparse(ad.X) else np.asarray(ad.X)
+        return pd.DataFrame(x.astype(np.int64), index=ad.obs_names, columns=ad.var_names).to_csv().encode()
+    m = io.BytesIO()
+    scipy.io.mmwrite(m, sp.coo_matrix(sp.csr_matrix(ad.X).T.astype(np.int64)))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("sample/matrix.mtx", m.getvalue())
+        z.writestr("sample/features.tsv", "".join(f"{g}\t{g}\tGene Expression\n" for g in ad.var_names))
+        z.writestr("sample/barcodes.tsv", "".join(f"{c}\n" for c in ad.obs_names))
+    return buf.getvalue()
+
+
+def batch_split_samples(n_cells: tuple[int, ...] = (150, 130, 120), n_genes: int = 300) -> list[AnnData]:
+    """One synthetic sample per entry (each its own gene profile, so clusters split by sample: a batch effect),
+    the third without its last five genes (a file that lacks some genes)."""
+    parts = [synthetic_counts(n, n_genes, 3, seed=10 + i) for i, n in enumerate(n_cells)]
+    for i, p in enumerate(parts):
+        p.obs_names = [f"s{i}_{c}" for c in p.obs_names]
+    if len(parts) > 2:
+        parts[2] = parts[2][:, : n_genes - 5].copy()
+    return parts

@@ -7,6 +7,7 @@ setting included, ends as status ``failed`` with the message, in the live state 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -16,9 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from anndata import AnnData
 
-from ..results import Callback, CallbackList, MethodResult
+from ..results import Callback, CallbackList, EpochLog, MethodResult, Snapshot
 from . import worker
 from .procs import WorkerProcess
 from .settings import check_configuration, job_isolation
@@ -47,12 +49,15 @@ class TrainingJob:
     isolation
         ``"process"`` (default; ``$SCCLUST_JOB_ISOLATION`` overrides): a worker process per training, so
         overlapping trainings cannot change each other's results. ``"thread"``: a thread of this process.
+    exclude
+        A boolean mask of cells left out of the training (e.g. predicted doublets, ``exclude_reason``): the run
+        still belongs to the whole dataset (its fingerprint, its rows), the excluded cells get no label.
     """
 
     def __init__(self, adata: AnnData, method: str, config: Any, *, runs_root: str | Path,
                  preset: str | None = None, label_key: str | None = None, dataset_name: str | None = None,
                  workspace: str | None = None, isolation: str | None = None, batch_key: str | None = None,
-                 integration: str | None = None):
+                 integration: str | None = None, exclude: Any = None, exclude_reason: str = "excluded"):
         from ..io import dataset_fingerprint
         from ..runs import RunRecorder
 
@@ -64,14 +69,16 @@ class TrainingJob:
         #: several samples: the obs column of each cell's batch and the integration (``fit``'s own arguments)
         self.fit_options = {"batch_key": batch_key, "integration": integration} if batch_key else {}
         self.workspace = workspace
-        self._adata: AnnData | None = adata.copy()
+        self._rows, extra = _kept_rows(adata, exclude, exclude_reason)
+        self._n_all = adata.n_obs
+        self._adata: AnnData | None = adata.copy() if self._rows is None else adata[self._rows].copy()
         self._stop = threading.Event()
         self._worker: WorkerProcess | None = None  # isolation="process", once started
-        fp = dataset_fingerprint(self._adata)
+        fp = dataset_fingerprint(adata)  # the whole dataset's, whichever cells train
         if dataset_name:
             fp["name"] = dataset_name
         self.recorder = RunRecorder(runs_root, method=method, seed=config.seed, preset=preset, dataset=fp,
-                                    label_key=label_key, extra={"status": "queued", **self.fit_options})
+                                    label_key=label_key, extra={"status": "queued", **self.fit_options, **extra})
         self.run_id = self.recorder.run_id
         self.run_dir = self.recorder.dir
         self.state = JobState(self._stop, run_id=self.run_id, method=method)
@@ -142,7 +149,9 @@ class TrainingJob:
 
     # ------------------------------------------------------------------ the job's thread
     def _work(self) -> None:
-        callbacks = CallbackList([self.recorder, self.state])
+        callbacks: Callback = CallbackList([self.recorder, self.state])
+        if self._rows is not None:
+            callbacks = _FullRows(callbacks, self._rows, self._n_all)
         acquired = False
         try:
             check_configuration()  # a wrong setting fails the job here instead of killing this thread
@@ -237,6 +246,47 @@ class TrainingJob:
             self._fail(exc, tb)
             return True
         return False
+
+
+def _kept_rows(adata: AnnData, exclude: Any, reason: str) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The rows that train (None: all) and what the run record says about the others."""
+    if exclude is None:
+        return None, {}
+    mask = np.asarray(exclude, dtype=bool)
+    if mask.shape != (adata.n_obs,):
+        raise ValueError(f"exclude must hold one flag per cell ({adata.n_obs}), got shape {mask.shape}")
+    if not mask.any():
+        return None, {}
+    if mask.all():
+        raise ValueError(f"Every cell is {reason}: nothing is left to cluster")
+    return np.flatnonzero(~mask), {"excluded_cells": {"n": int(mask.sum()), "why": reason}}
+
+
+class _FullRows(Callback):
+    """Rows of a training on some cells mapped back to rows of the whole dataset, so its record fits the
+    dataset's (the excluded cells have no label, like cells a method's QC drops)."""
+
+    def __init__(self, inner: Callback, rows: np.ndarray, n_all: int):
+        self.inner, self.rows, self.n_all = inner, np.asarray(rows, dtype=np.int64), int(n_all)
+
+    def on_train_begin(self, info: dict[str, Any]) -> None:
+        if info.get("snapshot_index") is not None:
+            info = {**info, "snapshot_index": self.rows[np.asarray(info["snapshot_index"], dtype=np.int64)]}
+        self.inner.on_train_begin(info)
+
+    def on_epoch_end(self, log: EpochLog, snapshot: Snapshot | None) -> None:
+        self.inner.on_epoch_end(log, snapshot)
+
+    def on_snapshot(self, snapshot: Snapshot) -> None:
+        self.inner.on_snapshot(snapshot)
+
+    def on_train_end(self, result: MethodResult) -> None:
+        self.inner.on_train_end(dataclasses.replace(
+            result, cell_index=self.rows[np.asarray(result.cell_index, dtype=np.int64)], n_input_cells=self.n_all,
+            snapshot_index=self.rows[np.asarray(result.snapshot_index, dtype=np.int64)]))
+
+    def should_stop(self) -> bool:
+        return self.inner.should_stop()
 
 
 def _now_iso() -> str:

@@ -6,6 +6,7 @@ import streamlit as st
 from .. import estimate
 from ..device import describe_devices
 from ..graph import leiden_k
+from ..integrate import check_batches, integration_effect
 from ..jobs import TrainingJob, register_job
 from ..config import MethodConfig
 from ..methods import ClusteringMethod, describe_methods, get_method
@@ -143,12 +144,46 @@ def build_config(m: ClusteringMethod, preset: str | None, params: dict, k: int |
         return None, str(exc)
 
 
-def start_job(m: ClusteringMethod, preset: str | None, config: MethodConfig) -> TrainingJob:
+def samples_controls(m: ClusteringMethod) -> dict:
+    """With a sample key of ≥ 2 samples: the integration (the method's own choices, Harmony by default, and what
+    it does for this method); with flagged doublets: whether to leave them out. ``start_job``'s options."""
+    ad = state.adata()
+    out: dict = {}
+    key = state.batch_key()
+    if key is not None:
+        try:
+            batches = check_batches(ad, key, integration="none")
+        except ValueError as exc:
+            st.warning(f"Sample key '{md_text(key)}': {md_text(exc)} Runs are made without it (Data page).")
+            batches = None
+        if batches is not None:
+            options = list(m.integrations)
+            choice = st.selectbox(f"Integration of the {batches.n} samples in {md_text(key)}", options,
+                                  index=options.index("harmony") if "harmony" in options else 0,
+                                  key=f"integration_{m.name}",
+                                  help="How this method corrects for the sample/batch of each cell (docs/methods.md "
+                                       "§0.11). Batch mixing (batch ASW, iLISI) is measured either way.")
+            st.caption(f"**{md_text(choice)}** for {md_text(m.name)}: {integration_effect(choice, m.kind)}")
+            out.update(batch_key=key, integration=choice)
+    if "predicted_doublet" in ad.obs:
+        n = int(ad.obs["predicted_doublet"].to_numpy(dtype=bool).sum())
+        if n and st.checkbox(f"Leave the {n:,} predicted doublets out of this run", value=False,
+                             key="exclude_doublets", help="They get no cluster (like cells a method's QC drops); "
+                                                          "the data keeps them."):
+            out["exclude"] = ad.obs["predicted_doublet"].to_numpy(dtype=bool)
+    return out
+
+
+def start_job(m: ClusteringMethod, preset: str | None, config: MethodConfig, *, batch_key: str | None = None,
+              integration: str | None = None, exclude=None) -> TrainingJob:
     """Check the data against the method and start a background training job (ValueError with a clear message)."""
     ad = state.adata()
     k = config.n_clusters
-    if k is not None and k >= ad.n_obs:
-        raise ValueError(f"K={k} is not smaller than the number of cells ({ad.n_obs}); choose a smaller K")
+    n_cells = ad.n_obs - (0 if exclude is None else int(exclude.sum()))
+    if k is not None and k >= n_cells:
+        raise ValueError(f"K={k} is not smaller than the number of cells ({n_cells}); choose a smaller K")
+    if batch_key is not None:  # a sample too small to correct is said here, not after the job starts
+        check_batches(ad if exclude is None else ad[~exclude], batch_key, integration=integration or "harmony")
     if m.needs_counts:
         from ..preprocess import get_counts
 
@@ -156,7 +191,8 @@ def start_job(m: ClusteringMethod, preset: str | None, config: MethodConfig) -> 
     ws = state.workspace()
     ws.check_quota(what="Another run")  # a clear message (WorkspaceQuotaError is a ValueError) instead of a full disk
     job = TrainingJob(ad, m.name, config, runs_root=ws.runs_dir, preset=preset, label_key=state.reference(),
-                      dataset_name=ws.load_state().get("dataset_name"), workspace=ws.id)
+                      dataset_name=ws.load_state().get("dataset_name"), workspace=ws.id, batch_key=batch_key,
+                      integration=integration, exclude=exclude, exclude_reason="predicted doublets")
     register_job(job).start()
     st.session_state["last_started_run"] = job.run_id
     return job
@@ -168,6 +204,7 @@ def settings_and_start() -> None:
     m = get_method(method_picker())
     k, _ = k_control(m)
     device = device_control(m)
+    fit_options = samples_controls(m)
     st.markdown("##### Hyperparameters")
     preset, params = forms.config_form(m.name, key="cfg")
     config, problem = build_config(m, preset, params, k, device)
@@ -178,7 +215,7 @@ def settings_and_start() -> None:
         try:
             if config is None:
                 raise ValueError(problem or "the settings are not valid")
-            job = start_job(m, preset, config)
+            job = start_job(m, preset, config, **fit_options)
             live.save_estimate(job.run_id, est)
             st.rerun()
         except ValueError as exc:

@@ -1,13 +1,22 @@
 """Compare page sections: Sankey and contingency of a run vs the reference or another run; leaderboard."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from .. import metrics, plots
 from ..csv_safe import safe_csv
-from .common import show_table
+from ..integrate import Batches, split_warnings
+from .common import md_text, show_table
 from . import live, state
+
+#: batch-mixing scores of a run with a sample key: (metric, card label, what it means)
+MIXING = (("batch_asw", "Batch ASW", "1 = the samples are mixed within each cell group (reference type, else "
+                                     "cluster), 0 = separated (scib); n/a when no group holds two samples"),
+          ("ilisi", "iLISI", "the effective number of samples among a cell's neighbours (median; 1 = one sample)"),
+          ("same_batch_share", "Same-sample neighbours", "share of each cell's 15 nearest neighbours from its own "
+                                                         "sample (lower = better mixed)"))
 
 
 def flows(rec) -> None:
@@ -40,8 +49,67 @@ def flows(rec) -> None:
         col.metric(name, "n/a" if problem else f"{fn(bb, aa):.3f}")
     if problem:
         st.warning(f"No score: {problem}.")
+    mixing_cards(rec)
     st.plotly_chart(plots.sankey(a, b, a_name=a_name, b_name=b_name), key="cmp_sankey")
     st.plotly_chart(plots.contingency_heatmap(a, b, a_name=a_name, b_name=b_name), key="cmp_cont")
+
+
+def _run_batch_key(rec) -> str | None:
+    """The sample key a run was made with (its record), when the current data still has that column."""
+    integ = state.result(rec.run_id).extras.get("integration") or {}
+    key = integ.get("batch_key") or rec.meta.get("batch_key")
+    ad = state.adata()
+    return key if key and key in ad.obs else None
+
+
+def mixing_cards(rec) -> None:
+    """Batch ASW, iLISI and the same-sample share of the run's embedding, next to ARI/NMI."""
+    res = state.result(rec.run_id)
+    if "batch_asw" not in res.metrics and "ilisi" not in res.metrics:
+        return
+    cols = st.columns(len(MIXING))
+    for col, (name, label, helps) in zip(cols, MIXING):
+        v = res.metrics.get(name)
+        shown = "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+        if name == "ilisi" and np.isfinite(res.metrics.get("ilisi_scaled", np.nan)):
+            shown += f" ({res.metrics['ilisi_scaled']:.2f} scaled)"
+        col.metric(label, shown, help=helps)
+    integ = res.extras.get("integration") or {}
+    st.caption(f"Batch mixing on the embedding the final clustering used; integration: "
+               f"**{md_text(integ.get('method', 'none'))}** by {md_text(integ.get('batch_key', '?'))}. "
+               + " ".join(md_text(n) + "." for n in integ.get("notes", [])))
+
+
+def sample_warnings(labels: pd.Series, samples: pd.Series, key: str) -> list[str]:
+    """A warning per cluster made (≥ 90 %) of one sample, in the clusters' shown names."""
+    lab = pd.Series(pd.Categorical(labels)).reset_index(drop=True)
+    smp = pd.Series(samples).reset_index(drop=True)
+    ok = (lab.notna() & smp.notna()).to_numpy()
+    if not ok.any():
+        return []
+    cat = pd.Categorical(smp[ok].astype(str))
+    batches = Batches(key, np.asarray(cat.codes, dtype=np.int64), [str(c) for c in cat.categories])
+    return split_warnings(np.asarray(lab[ok].cat.codes, dtype=np.int64), batches,
+                          names=[str(c) for c in lab.cat.categories])
+
+
+def samples_section(rec) -> None:
+    """For a run on several samples: clusters → sample (Sankey), each cluster's sample composition, and a warning
+    per cluster that one sample makes up."""
+    key = _run_batch_key(rec)
+    if key is None:
+        return
+    st.subheader(f"Clusters and samples ({md_text(key)})")
+    labels = state.labels(rec.run_id)
+    samples = state.adata().obs[key].reset_index(drop=True)
+    warns = sample_warnings(labels, samples, key)
+    for w in warns:
+        st.warning(md_text(w), icon=":material/call_split:")
+    if not warns:
+        st.caption(f"No cluster is made (≥ 90 %) of one {md_text(key)}.")
+    name = f"{rec.method} [{rec.run_id.rsplit('_', 1)[-1]}]"
+    st.plotly_chart(plots.sample_composition(labels, samples, sample_name=key), key="cmp_sample_bar")
+    st.plotly_chart(plots.sankey(labels, samples, a_name=name, b_name=key), key="cmp_sample_sankey")
 
 
 def leaderboard() -> None:

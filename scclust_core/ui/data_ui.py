@@ -6,7 +6,7 @@ import streamlit as st
 from .. import io as scio
 from .. import metrics, plots
 from ..preprocess import filter_cells_genes, qc_metrics
-from . import state
+from . import samples_ui, state
 from .common import guard, md_text, show_table
 
 UPLOAD_TYPES = ["h5ad", "h5", "zip", "tar", "tgz", "gz", "csv", "tsv", "txt", "mtx"]
@@ -15,10 +15,12 @@ UPLOAD_TYPES = ["h5ad", "h5", "zip", "tar", "tgz", "gz", "csv", "tsv", "txt", "m
 def load_section() -> None:
     c1, c2 = st.columns([3, 2])
     with c1:
-        up = st.file_uploader(
-            "Upload a count matrix", type=UPLOAD_TYPES, key="upload",
+        ups = st.file_uploader(
+            "Upload a count matrix (or several samples at once)", type=UPLOAD_TYPES, key="upload",
+            accept_multiple_files=True,
             help="AnnData .h5ad, 10x Genomics .h5, a zipped 10x matrix folder (matrix.mtx, features/genes.tsv, "
-                 "barcodes.tsv), or a CSV/TSV table (optionally .gz) with cells or genes as rows.")
+                 "barcodes.tsv), or a CSV/TSV table (optionally .gz) with cells or genes as rows. Several files "
+                 "(formats may be mixed) are joined into one dataset, one sample per file.") or []
         with st.expander("Table options (CSV/TSV only)"):
             orient = st.radio("Rows of the table are", ["auto", "cells", "genes"], horizontal=True, key="orient",
                               help="auto: decided from the row/column names and totals; when they do not tell, "
@@ -30,15 +32,21 @@ def load_section() -> None:
         st.write("")
         st.write("")
         demo = st.button("Open the PBMC demo (700 cells, annotated)", type="primary", key="demo")
-    if up is not None and st.session_state.get("_loaded_upload") != up.file_id:
-        st.session_state["_loaded_upload"] = up.file_id
-        st.session_state.pop("_upload_error", None)
-        st.session_state.pop(K_PENDING, None)
-        transpose = {"auto": None, "cells": False, "genes": True}[orient]
-        header = {"auto": None, "names the columns": True, "is data": False}[head]
-        _read_upload(up.getvalue(), up.name, transpose, header=header)
+    transpose = {"auto": None, "cells": False, "genes": True}[orient]
+    header = {"auto": None, "names the columns": True, "is data": False}[head]
+    ids, before = tuple(u.file_id for u in ups), st.session_state.get("_loaded_upload", ())
+    if before != ids:  # another set of files (or none any more)
+        st.session_state["_loaded_upload"] = ids
+        for k in ("_upload_error", K_PENDING, samples_ui.K_SAMPLES):
+            st.session_state.pop(k, None)
+        if len(ups) == 1 and ids[0] not in before:  # removing files from the uploader never replaces the data
+            _read_upload(ups[0].getvalue(), ups[0].name, transpose, header=header)
+        elif ups:
+            samples_ui.park_files(ups)
     if st.session_state.get(K_PENDING):
         orientation_confirm()
+    if st.session_state.get(samples_ui.K_SAMPLES):
+        samples_ui.join_form(transpose, header)
     if st.session_state.get("_upload_error"):
         st.error(st.session_state["_upload_error"] + "  \nYour previous data and runs are unchanged.")
     if demo:
@@ -137,6 +145,13 @@ def summary_section() -> None:
                    + (" …" if len(counts) > 12 else ""))
 
 
+def samples_section() -> None:
+    """How joined files became samples, and the sample/batch key (confirmed by the user)."""
+    st.subheader("Samples")
+    samples_ui.joined_note(state.adata())
+    samples_ui.key_section()
+
+
 def qc_section() -> None:
     ad = state.adata()
     st.subheader("Quality control")
@@ -157,25 +172,33 @@ def qc_section() -> None:
         apply = st.form_submit_button("Apply filter")
     thr = {"n_genes": (min_genes or None, max_genes or None), "total_counts": (min_counts or None, None),
            "pct_mito": (None, max_mito if max_mito < 100 else None)}
-    st.plotly_chart(plots.qc_histograms(qc, thresholds=thr), key="qc_hist")
+    key = state.batch_key()
+    groups = ad.obs[key].to_numpy() if key else None
+    st.plotly_chart(plots.qc_histograms(qc, thresholds=thr, groups=groups), key="qc_hist")
     keep = (qc["n_genes"] >= min_genes) & (qc["total_counts"] >= min_counts)
     if max_genes:
         keep &= qc["n_genes"] <= max_genes
     if "pct_mito" in qc and max_mito < 100:
         keep &= qc["pct_mito"] <= max_mito
     st.caption(f"With these thresholds {int(keep.sum()):,} of {len(qc):,} cells are kept.")
+    if key:
+        st.markdown(f"**QC per sample** ({md_text(key)})")
+        show_table(samples_ui.qc_table(qc, ad.obs[key], keep), hide_index=True, key="qc_per_sample")
     if apply:
         with guard("Filtering"), st.status("Filtering cells and genes…") as s:
             params = dict(min_genes=int(min_genes), max_genes=int(max_genes) or None, min_counts=int(min_counts),
                           max_pct_mito=float(max_mito) if max_mito < 100 else None, min_cells=int(min_cells))
             out = filter_cells_genes(ad, **params)
+            removed = samples_ui.removed_per_sample(ad, out, key)
             state.set_adata(out, state.dataset_state().get("dataset_name", "dataset"), filtered_from_original=True,
-                            filter_params=params)
+                            filter_params={**params, "removed_per_sample": removed} if removed else params)
             s.update(label=f"Kept {out.n_obs:,} cells × {out.n_vars:,} genes", state="complete")
             st.rerun()
     if state.workspace().original_path.exists():
         f = state.dataset_state().get("filter") or {}
-        st.info("This data is QC-filtered (" + ", ".join(f"{k}={v}" for k, v in f.items() if v) + ").")
+        st.info("This data is QC-filtered (" + ", ".join(f"{k}={v}" for k, v in f.items()
+                                                         if v and k != "removed_per_sample") + ").")
+        samples_ui.removed_note(f)
         if st.button("Undo filtering", key="undo_filter"):
             with guard("Undo filtering"):
                 state.workspace().undo_filter()

@@ -22,7 +22,8 @@ def _runs_to_export(ids: list[str]) -> list[export.RunExport]:
         out.append(export.RunExport(
             key=export.run_key(rid, rec.method), labels=state.labels(rid), embedding=res.full_embedding(),
             umap=view_coords(rid, "UMAP", show_status=False), record=rec.meta, edits=edits,
-            original_labels=state.labels(rid, edited=False) if edits else None))
+            original_labels=state.labels(rid, edited=False) if edits else None,
+            integration=dict(res.extras.get("integration") or {})))
     return out
 
 
@@ -64,7 +65,8 @@ def data_section() -> None:
         if st.button("Build the .h5ad", type="primary", key="exp_build"):
             with st.status("Building the labeled .h5ad (computing UMAPs when needed)…") as s:
                 runs = _runs_to_export(chosen)
-                out = export.labeled_adata(ad, runs, lognorm=state.lognorm() if with_lognorm else None)
+                out = export.labeled_adata(ad, runs, lognorm=state.lognorm() if with_lognorm else None,
+                                           batch_key=state.batch_key())
                 st.session_state["_export_h5ad"] = (tuple(chosen), with_lognorm, export.h5ad_bytes(out),
                                                     export.key_table(out))
                 renamed = out.uns["scclust"].get("renamed_keys") or {}  # uploaded columns are never overwritten
@@ -79,6 +81,10 @@ def data_section() -> None:
             show_table(got[3], hide_index=True)
             st.caption("CELLxGENE lists every `obsm['X_…']` key as a layout, so only 2-D views have that prefix; "
                        "learned embeddings are under `obsm['emb_…']` (for `sc.pp.neighbors(adata, use_rep=…)`).")
+            if state.batch_key():
+                st.caption("Several samples: the sample and doublet columns stay in `obs`; an integrated run's "
+                           "embedding is the corrected one, and its integration settings are in "
+                           "`uns['scclust']['runs'][<run>]['integration']`.")
     with c2:
         st.markdown("**Cluster labels (.csv)** — one row per cell, one column per run")
         runs_light = [export.RunExport(key=export.run_key(r, by_id[r].method), labels=state.labels(r)) for r in chosen]

@@ -239,6 +239,10 @@ def run_details(recs) -> None:
     delete_run_button(by_id[rid])
 
 
+#: batch-mixing columns of the runs table (shown when a run has a sample key) → their metric names
+MIXING_COLUMNS = {"batch ASW": "batch_asw", "iLISI (scaled)": "ilisi_scaled", "same-sample share": "same_batch_share"}
+
+
 def runs_table(recs, *, numeric: bool = False) -> pd.DataFrame:
     """One row per run. ``numeric``: scores as numbers (NaN when unknown, for sorting); otherwise text with a
     dash for what is not known yet and "training… epoch 12/40" for a run still training."""
@@ -259,10 +263,14 @@ def runs_table(recs, *, numeric: bool = False) -> pd.DataFrame:
                "K": m.get("n_clusters"), "ARI": met.get("ari"), "NMI": met.get("nmi"), "CA": met.get("ca"),
                "silhouette": met.get("silhouette"), "time (s)": None if elapsed is None else round(elapsed, 1),
                "reference": m.get("label_key") or "", "started": clock(m.get("started_at"))}
+        row.update({col: met.get(name) for col, name in MIXING_COLUMNS.items()})
+        row["integration"] = f"{m.get('integration') or 'harmony'} by {m['batch_key']}" if m.get("batch_key") else ""
         rows.append(row)
     df = pd.DataFrame(rows)
+    if not df.empty and df[list(MIXING_COLUMNS)].isna().all().all():  # no run on several samples: no such columns
+        df = df.drop(columns=[*MIXING_COLUMNS, "integration"])
     if numeric or df.empty:
-        for c in ("ARI", "NMI", "CA", "silhouette", "time (s)", "K"):
+        for c in ("ARI", "NMI", "CA", "silhouette", "time (s)", "K", *MIXING_COLUMNS):
             if c in df:
                 df[c] = pd.to_numeric(df[c], errors="coerce")
         return df
@@ -272,7 +280,8 @@ def runs_table(recs, *, numeric: bool = False) -> pd.DataFrame:
 def as_text(df: pd.DataFrame) -> pd.DataFrame:
     """Scores as 3-decimal text, K and time as whole/1-decimal text, a dash for unknown values."""
     out = df.copy()
-    fmt = {"ARI": "{:.3f}", "NMI": "{:.3f}", "CA": "{:.3f}", "silhouette": "{:.3f}", "K": "{:.0f}", "time (s)": "{:.1f}"}
+    fmt = {"ARI": "{:.3f}", "NMI": "{:.3f}", "CA": "{:.3f}", "silhouette": "{:.3f}", "K": "{:.0f}", "time (s)": "{:.1f}",
+           **{c: "{:.3f}" for c in MIXING_COLUMNS}}
     for c, f in fmt.items():
         if c in out:
             v = pd.to_numeric(out[c], errors="coerce")

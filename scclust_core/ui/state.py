@@ -28,7 +28,7 @@ K_ADATA = "_scclust_adata"  # (fingerprint, AnnData)
 K_RESULTS = "_scclust_results"  # run_id -> MethodResult
 K_LOGNORM = "_scclust_lognorm"  # (fingerprint, AnnData)
 K_RUN = "current_run"  # run id chosen in Explore/Markers/Export (plain key: survives page switches)
-DATA_WIDGET_KEYS = ("ref_pick",)  # widgets whose value is a choice stored per dataset in the workspace
+DATA_WIDGET_KEYS = ("ref_pick", "batch_pick")  # widgets whose value is a choice stored per dataset in the workspace
 
 
 def init() -> Workspace:
@@ -120,6 +120,14 @@ def set_adata(ad: AnnData, name: str, **kw) -> None:
     st.session_state.pop(K_RUN, None)
 
 
+def update_adata(ad: AnnData) -> None:
+    """The same dataset with new annotations (doublet flags): written back, the session's copy replaced, the
+    runs and choices kept (:meth:`Workspace.update_dataset`)."""
+    ws = workspace()
+    ws.update_dataset(ad)
+    st.session_state[K_ADATA] = (ws.fingerprint, ad)
+
+
 def lognorm() -> AnnData | None:
     from ..markers import lognormalized
 
@@ -139,6 +147,14 @@ def reference() -> str | None:
     ref = workspace().reference()
     ad = adata()
     return ref if ad is not None and ref in ad.obs else None
+
+
+def batch_key() -> str | None:
+    """The sample/batch key the user confirmed, when the current dataset has that column (and it is not the
+    reference annotation, which scores clusterings and must not also steer them)."""
+    key = workspace().batch_key
+    ad = adata()
+    return key if ad is not None and key in ad.obs and key != workspace().reference() else None
 
 
 def jobs() -> dict[str, _jobs.TrainingJob]:

@@ -62,6 +62,10 @@ def _flow(page, server, shot, readme_shot, tmp_path):
     _goto_page(page, "Cluster")
     if "contrastive_sc" not in list_methods():
         pytest.skip("contrastive_sc is not registered yet: the training part of the e2e flow needs it")
+    # the page opens on the consensus; this flow trains contrastive-sc
+    page.get_by_role("button", name=re.compile("Start training")).wait_for()
+    page.locator("[data-testid='stSelectbox']").filter(has_text="Method").first.click()
+    page.get_by_role("option", name=re.compile(r"^contrastive_sc — ")).click()
     page.get_by_role("textbox", name="Number of HVGs").wait_for()
     page.get_by_role("textbox", name="Number of HVGs").fill("300")
     page.get_by_role("textbox", name="Number of HVGs").press("Tab")
