@@ -1,7 +1,7 @@
 import streamlit as st
 
 from scclust_core.ui.common import show_table
-from scclust_core.ui import cluster_ui, common, live, live_panel, state
+from scclust_core.ui import cluster_ui, common, run_record, live_panel, state
 
 common.page_setup()
 st.title("Cluster")
@@ -27,19 +27,19 @@ else:
     if just_ran:  # results first, the settings for another run folded below them
         st.subheader("Latest run")
         with common.guard("Showing the run"):
-            live.run_details(recs)
+            run_record.run_details(recs)
     with st.expander("Settings for a new run", expanded=not just_ran):
         with common.guard("Setting up the run"):
             cluster_ui.settings_and_start()
     if recs and not just_ran:
         st.subheader("Latest run")
         with common.guard("Showing the run"):
-            live.run_details(recs)
+            run_record.run_details(recs)
 
 recs = state.runs()
 if recs and (not training or st.toggle(f"Show all runs on this dataset ({len(recs)})", key="runs_while_training")):
     st.subheader(f"All runs on this dataset ({len(recs)})")
-    show_table(live.runs_table(recs), hide_index=True)
+    show_table(run_record.runs_table(recs), hide_index=True)
     st.caption("Scores are display only (against the reference annotation chosen at the start; silhouette on the "
                "run's own embedding); a dash means not known yet. Start times are UTC.")
     st.page_link("pages/3_explore.py", label="Explore the clusters", icon=":material/scatter_plot:")

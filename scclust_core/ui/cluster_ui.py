@@ -10,7 +10,7 @@ from ..integrate import check_batches, integration_effect
 from ..jobs import TrainingJob, register_job
 from ..config import MethodConfig
 from ..methods import ClusteringMethod, describe_methods, get_method
-from . import forms, live, state
+from . import forms, run_record, state
 from .common import md_text
 
 K_METHOD = "method_pick_saved"
@@ -216,7 +216,7 @@ def settings_and_start() -> None:
             if config is None:
                 raise ValueError(problem or "the settings are not valid")
             job = start_job(m, preset, config, **fit_options)
-            live.save_estimate(job.run_id, est)
+            run_record.save_estimate(job.run_id, est)
             st.rerun()
         except ValueError as exc:
             st.error(f"Cannot start: {md_text(exc)}")

@@ -9,7 +9,7 @@ from .. import metrics, plots
 from ..csv_safe import safe_csv
 from ..integrate import Batches, split_warnings
 from .common import md_text, show_table
-from . import live, state
+from . import run_record, state
 
 #: batch-mixing scores of a run with a sample key: (metric, card label, what it means)
 MIXING = (("batch_asw", "Batch ASW", "1 = the samples are mixed within each cell group (reference type, else "
@@ -114,12 +114,12 @@ def samples_section(rec) -> None:
 
 def leaderboard() -> None:
     recs = [r for r in state.runs() if r.status in ("completed", "cancelled")]
-    df = live.runs_table(recs, numeric=True)
+    df = run_record.runs_table(recs, numeric=True)
     if df.empty:
         st.info("No finished runs yet.")
         return
     df = df.sort_values("ARI" if df["ARI"].notna().any() else "silhouette", ascending=False, na_position="last")
-    show_table(live.as_text(df.drop(columns=["run"]).assign(run=df["run"].str.rsplit("_", n=1).str[-1])),
+    show_table(run_record.as_text(df.drop(columns=["run"]).assign(run=df["run"].str.rsplit("_", n=1).str[-1])),
                  hide_index=True)
     st.caption("ARI/NMI/CA are computed against the reference annotation chosen when each run started "
                "(column 'reference'); silhouette is on each run's own embedding.")

@@ -11,7 +11,7 @@ from ..jobs import TrainingJob
 from ..methods import kind_of
 from . import recommend_ui
 from .common import md_text
-from .live import fmt_time, grid_legend, reference_for, clock, load_estimate, metrics_title, show_curves_image, \
+from .run_record import fmt_time, grid_legend, reference_for, clock, load_estimate, metrics_title, show_curves_image, \
     snapshot_heading
 
 __all__ = ["live_panel", "views_due", "views_version", "build_live_views", "tick_s", "TICK_S", "SLOW_TICK_S",
