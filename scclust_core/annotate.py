@@ -177,12 +177,16 @@ def propose_names(adata: AnnData, groupby: str, markers: MarkerSets, *, min_marg
     """One row per cluster of ``obs[groupby]``: the proposed type (or ``unassigned``), its mean score, the
     runner-up, the margin between them, the supporting markers, the cell count, and the genes not found.
 
-    ``attrs['cell_scores']`` holds the per-cell score table and ``attrs['missing']`` the missing genes per type.
+    ``attrs['missing']`` holds the missing genes per type (per-cell scores: :func:`score_cells`).
+    A type none of whose *positive* markers is in the data is never proposed.
     """
     labels = _cluster_column(adata, groupby)
     ln = lognormalized(adata)
     scores, missing = score_cells(adata, markers, lognorm=ln, seed=seed, scoring=scoring)
     found, _ = match_genes(markers, adata.var_names)
+    scores = scores[[t for t in scores.columns if any(w > 0 for w in found[t].values())]]
+    if scores.shape[1] == 0:
+        raise ValueError("None of the marker sets has a positive marker gene in the data: nothing to propose")
     rows = []
     for cluster in labels.cat.categories:
         in_c = (labels == cluster).to_numpy()
@@ -197,7 +201,6 @@ def propose_names(adata: AnnData, groupby: str, markers: MarkerSets, *, min_marg
                      "score": score, "second_type": second, "second_score": score2, "margin": margin,
                      "supporting_markers": ", ".join(_supporting(ln, in_c, found[best])), "n_cells": int(in_c.sum())})
     table = pd.DataFrame(rows)
-    table.attrs["cell_scores"] = scores
     table.attrs["missing"] = missing
     table.attrs["source"] = markers.source
     return table

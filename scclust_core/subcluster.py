@@ -147,4 +147,5 @@ def _by_size(labels: np.ndarray) -> np.ndarray:
 
 
 def _natural(label: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in label.replace("+", ".").split("."))
+    """Numbers in numeric order, before words ('3.2' < '3.10' < '3.unassigned')."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in label.replace("+", ".").split("."))

@@ -141,3 +141,14 @@ def test_reference_transfer_bad_input_says_what_to_do() -> None:
     scaled.X = sp.csr_matrix(np.asarray(qry.X.todense()) - 1.0)
     with pytest.raises(ValueError, match="negative values"):
         an.transfer_labels(scaled, ref, "cell_type")
+
+
+def test_sub_labels_sort_numbers_before_words_and_negative_only_types_are_never_proposed(clustered) -> None:
+    from scclust_core.subcluster import _natural
+
+    assert sorted(["3.10", "3.unassigned", "3.2", "3.0"], key=_natural) == ["3.0", "3.2", "3.10", "3.unassigned"]
+    sets = _markers()
+    sets.types["only negative"] = {"MARKA0": -1.0}
+    table = an.propose_names(clustered, "kmeans", sets)
+    assert "only negative" not in set(table["best_type"]) | set(table["second_type"])
+    repr(table)  # printable: no frame hidden in attrs
